@@ -1,0 +1,192 @@
+"""The backend interface and the typed data that crosses it.
+
+A backend turns a materialized model path plus :class:`LoadOptions` into a :class:`LoadedModel`;
+a loaded model generates from a prompt or chat messages, yielding text chunks through a
+:class:`Generation` iterator that ends with :class:`Stats`. Backends never read settings, the
+environment or the store: everything they need arrives here, typed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from slmctl.options import LoadOptions, SamplingOptions
+
+DoneReason = Literal["stop", "length", "cancel"]
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """One generation: either a raw ``prompt`` or chat ``messages`` rendered by the model's template."""
+
+    options: SamplingOptions = field(default_factory=SamplingOptions)
+    prompt: str | None = None
+    messages: tuple[ChatMessage, ...] | None = None
+    #: ``None``; ``"json"`` for any JSON value; or a JSON schema (dict) the output must follow.
+    json_format: str | dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("GenerateRequest needs exactly one of prompt or messages")
+
+
+@dataclass
+class Stats:
+    """Timings of one generation, in nanoseconds (as Ollama's API)."""
+
+    load_duration: int = 0
+    prompt_eval_count: int = 0
+    prompt_eval_duration: int = 0
+    eval_count: int = 0
+    eval_duration: int = 0
+    time_to_first_token: int = 0
+    total_duration: int = 0
+    done_reason: DoneReason = "stop"
+
+    @staticmethod
+    def rate(count: int, duration_ns: int) -> float:
+        """Tokens per second; 0 when nothing was measured."""
+        return count / (duration_ns / 1e9) if duration_ns > 0 else 0.0
+
+    @property
+    def prompt_eval_rate(self) -> float:
+        return self.rate(self.prompt_eval_count, self.prompt_eval_duration)
+
+    @property
+    def eval_rate(self) -> float:
+        return self.rate(self.eval_count, self.eval_duration)
+
+
+@dataclass(frozen=True)
+class LoadedInfo:
+    """What a backend reports about a loaded model."""
+
+    backend: str
+    device: str
+    context_length: int
+    load_duration: int
+    chat_template: str | None = None
+
+
+#: The body of a generation: ``(stats, cancel_event) -> Iterator[text chunk]``; it fills ``stats``.
+RunFn = Callable[[Stats, threading.Event], Iterator[str]]
+
+
+class Generation:
+    """An iterator of text chunks; ``stats`` and ``text`` are set once iteration has finished.
+
+    ``cancel()`` may be called from another thread: the generation stops at the next token with
+    ``done_reason == "cancel"``. Closing the iterator early also stops it cleanly and frees the model.
+    """
+
+    def __init__(self, run: RunFn) -> None:
+        self._run = run
+        self._cancel = threading.Event()
+        self._iter: Iterator[str] | None = None
+        self._parts: list[str] = []
+        self.stats: Stats | None = None
+        #: Called with this generation once it has finished (normally, by error or cancelled).
+        self.on_finish: list[Callable[[Generation], None]] = []
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    @property
+    def text(self) -> str:
+        """The text generated so far."""
+        return "".join(self._parts)
+
+    def __iter__(self) -> Iterator[str]:
+        if self._iter is None:
+            self._iter = self._drive()
+        return self._iter
+
+    def close(self) -> None:
+        """Stop early (as when the consumer goes away)."""
+        if self._iter is not None:
+            self._iter.close()  # type: ignore[attr-defined]
+
+    def _drive(self) -> Iterator[str]:
+        stats = Stats()
+        start = time.perf_counter_ns()
+        try:
+            for chunk in self._run(stats, self._cancel):
+                self._parts.append(chunk)
+                yield chunk
+        finally:
+            stats.total_duration = time.perf_counter_ns() - start
+            if self._cancel.is_set():
+                stats.done_reason = "cancel"
+            self.stats = stats
+            for callback in self.on_finish:
+                callback(self)
+
+    def complete(self) -> str:
+        """Consume the whole generation and return its text."""
+        for _ in self:
+            pass
+        return self.text
+
+
+class LoadedModel(ABC):
+    """A model held in memory by one backend. Safe to call from several threads."""
+
+    info: LoadedInfo
+
+    @abstractmethod
+    def generate(self, request: GenerateRequest) -> Generation:
+        """Start a generation; nothing runs until the result is iterated."""
+
+    @abstractmethod
+    def tokenize(self, text: str, *, special: bool = False) -> list[int]:
+        """Token ids of ``text`` (no BOS added)."""
+
+    @abstractmethod
+    def detokenize(self, tokens: list[int]) -> str:
+        """Text of ``tokens``."""
+
+    @abstractmethod
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        """One pooled, L2-normalised vector per text (needs a model loaded for embeddings)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Free the runtime's memory. The object is unusable afterwards."""
+
+    def __enter__(self) -> "LoadedModel":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Backend(ABC):
+    """A runtime able to load one model format."""
+
+    name: str
+    format: str
+
+    @abstractmethod
+    def load(self, path: Path, options: LoadOptions, *, embedding: bool = False) -> LoadedModel:
+        """Load the model at ``path`` (a file or a materialized folder)."""
+
+    @abstractmethod
+    def devices(self) -> list[str]:
+        """The devices this backend can use on this machine (``cpu`` always included)."""

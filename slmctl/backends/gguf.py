@@ -1,0 +1,256 @@
+"""The GGUF backend on llama-cpp-python.
+
+Owns everything llama.cpp-specific: load-time arguments, the chat template from the GGUF metadata,
+the token loop (sampling options, seed, stop strings, num_predict, JSON grammar, cancellation,
+timings), tokenization and embeddings. ``llama_cpp`` is imported only when a model is loaded.
+A ``Llama`` instance crashes when two threads use it at once, so every call holds the model's lock.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+import random
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from slmctl.backends import llama_log
+from slmctl.backends.base import (
+    Backend,
+    ChatMessage,
+    GenerateRequest,
+    Generation,
+    LoadedInfo,
+    LoadedModel,
+    Stats,
+)
+from slmctl.backends.stopping import StopMatcher
+from slmctl.errors import InvalidModelFile, OperationFailed
+from slmctl.options import LLAMA_CPP_NAMES, LoadOptions, SamplingOptions
+
+_SAMPLING_KEYS = ("temperature", "top_k", "top_p", "min_p", "typical_p", "repeat_penalty",
+                  "presence_penalty", "frequency_penalty")
+
+
+def _import_llama_cpp() -> Any:
+    try:
+        import llama_cpp
+    except ImportError as exc:  # pragma: no cover - a broken install
+        raise OperationFailed(
+            f"the GGUF backend is not usable: cannot import llama_cpp ({exc})",
+            "reinstall it: pip install --force-reinstall llama-cpp-python",
+        ) from exc
+    llama_log.install(llama_cpp)
+    return llama_cpp
+
+
+def physical_cores() -> int:
+    """Physical CPU cores (Ollama's default thread count)."""
+    import psutil
+
+    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+
+
+def sampling_kwargs(options: SamplingOptions) -> dict[str, Any]:
+    """Our sampling options under llama-cpp-python's argument names (the table in options.py)."""
+    return {LLAMA_CPP_NAMES[key]: getattr(options, key) for key in _SAMPLING_KEYS}
+
+
+def _fallback_prompt(messages: tuple[ChatMessage, ...]) -> str:
+    """A plain prompt for models whose GGUF carries no chat template."""
+    if len(messages) == 1 and messages[0].role == "user":
+        return messages[0].content
+    lines = [f"{m.role.capitalize()}: {m.content}" for m in messages]
+    return "\n".join(lines) + "\nAssistant:"
+
+
+class LlamaCppBackend(Backend):
+    """Loads GGUF files with llama.cpp (CPU, CUDA, Metal, Vulkan... whatever the build supports)."""
+
+    name = "llama.cpp"
+    format = "gguf"
+
+    def devices(self) -> list[str]:
+        llama_cpp = _import_llama_cpp()
+        return ["cpu", "gpu"] if llama_cpp.llama_supports_gpu_offload() else ["cpu"]
+
+    def load(self, path: Path, options: LoadOptions, *, embedding: bool = False) -> LlamaCppModel:
+        llama_cpp = _import_llama_cpp()
+        gpu = bool(llama_cpp.llama_supports_gpu_offload())
+        threads = options.num_thread or physical_cores()
+        kwargs: dict[str, Any] = {
+            "model_path": str(path),
+            "n_ctx": options.num_ctx,
+            "n_batch": options.num_batch,
+            "n_ubatch": options.num_batch,
+            "n_gpu_layers": options.num_gpu if gpu else 0,
+            "main_gpu": options.main_gpu,
+            "n_threads": threads,
+            "n_threads_batch": max(threads, os.cpu_count() or 1),
+            "use_mmap": options.use_mmap,
+            "flash_attn": options.flash_attn,
+            "embedding": embedding,
+            "verbose": False,
+        }
+        if embedding:
+            kwargs["pooling_type"] = llama_cpp.LLAMA_POOLING_TYPE_MEAN
+        position = llama_log.mark()
+        start = time.perf_counter_ns()
+        try:
+            llm = llama_cpp.Llama(**kwargs)
+        except (ValueError, RuntimeError) as exc:
+            raise self._load_error(path, exc, llama_log.since(position)) from exc
+        load_ns = time.perf_counter_ns() - start
+        device = "gpu" if gpu and options.num_gpu != 0 else "cpu"
+        template = llm.metadata.get("tokenizer.chat_template")
+        info = LoadedInfo("gguf", device, llm.n_ctx(), load_ns, template)
+        return LlamaCppModel(llm, info, llama_cpp)
+
+    @staticmethod
+    def _load_error(path: Path, exc: Exception, log: list[tuple[int, str]]) -> OperationFailed:
+        errors = llama_log.errors_in(log)
+        reason = "; ".join(dict.fromkeys(e.rstrip(".") for e in errors[-3:])) if errors else str(exc)
+        details = "llama.cpp log:\n" + "".join(text for _, text in log)
+        if "does not exist" in str(exc):
+            return OperationFailed(f"model file missing: {path}", "run 'slmctl verify' or re-import the model")
+        cls = OperationFailed
+        hint = "the file may need a newer llama.cpp, or more memory; run with --debug for llama.cpp's log"
+        if any(word in reason for word in ("unknown model architecture", "key not found", "corrupted", "invalid")):
+            cls = InvalidModelFile
+            hint = "the GGUF file is incomplete or not supported by this llama.cpp; run with --debug for its log"
+        return cls(f"llama.cpp refused {path.name}: {reason}", hint, details=details)
+
+
+class LlamaCppModel(LoadedModel):
+    """One ``Llama`` instance, serialised by a lock."""
+
+    def __init__(self, llm: Any, info: LoadedInfo, llama_cpp: Any) -> None:
+        self._llm = llm
+        self._llama_cpp = llama_cpp
+        self._lock = threading.Lock()
+        self._formatter: Any = None
+        self.info = info
+
+    # -- prompt --------------------------------------------------------------------------------
+    def _chat_prompt(self, messages: tuple[ChatMessage, ...]) -> tuple[str, bool]:
+        """Render chat messages with the GGUF's template. Returns (prompt, template_added_bos)."""
+        if self.info.chat_template is None:
+            return _fallback_prompt(messages), False
+        if self._formatter is None:
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            model = self._llm._model
+            eos = model.token_get_text(model.token_eos()) if model.token_eos() >= 0 else ""
+            bos = model.token_get_text(model.token_bos()) if model.token_bos() >= 0 else ""
+            self._formatter = Jinja2ChatFormatter(self.info.chat_template, eos_token=eos, bos_token=bos)
+        try:
+            result = self._formatter(messages=[{"role": m.role, "content": m.content} for m in messages])
+        except Exception as exc:  # jinja2 errors from a model's own template
+            raise OperationFailed(f"the model's chat template failed: {exc}") from exc
+        return result.prompt, True
+
+    def prompt_tokens(self, request: GenerateRequest) -> list[int]:
+        if request.messages is not None:
+            text, templated = self._chat_prompt(request.messages)
+            add_bos = not templated and self._llm._model.add_bos_token()
+        else:
+            text = request.prompt or ""
+            add_bos = self._llm._model.add_bos_token()
+        return self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
+
+    # -- generation ----------------------------------------------------------------------------
+    def generate(self, request: GenerateRequest) -> Generation:
+        return Generation(lambda stats, cancel: self._run(request, stats, cancel))
+
+    def _grammar(self, json_format: str | dict[str, Any] | None) -> Any:
+        if json_format is None:
+            return None
+        from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+
+        if isinstance(json_format, dict):
+            import json
+
+            return LlamaGrammar.from_json_schema(json.dumps(json_format), verbose=False)
+        return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+
+    def _run(self, request: GenerateRequest, stats: Stats, cancel: threading.Event) -> Iterator[str]:
+        options = request.options
+        with self._lock:
+            llm = self._llm
+            tokens = self.prompt_tokens(request)
+            n_ctx = llm.n_ctx()
+            if len(tokens) >= n_ctx:
+                raise OperationFailed(
+                    f"the prompt is {len(tokens)} tokens but the context holds {n_ctx}",
+                    "shorten the prompt or raise the context: --param num_ctx=N",
+                )
+            room = n_ctx - len(tokens)
+            limit = min(options.num_predict, room) if options.num_predict >= 0 else room
+            llm.set_seed(options.seed if options.seed >= 0 else random.randrange(2**31))
+            llm.last_n_tokens_size = n_ctx if options.repeat_last_n < 0 else options.repeat_last_n
+            stats.prompt_eval_count = len(tokens)
+            yield from self._token_loop(tokens, limit, request, stats, cancel)
+
+    def _token_loop(self, tokens: list[int], limit: int, request: GenerateRequest, stats: Stats,
+                    cancel: threading.Event) -> Iterator[str]:
+        llm, vocab = self._llm, self._llm._model.vocab
+        is_eog = self._llama_cpp.llama_vocab_is_eog
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        matcher = StopMatcher(request.options.stop)
+        stats.done_reason = "length"
+        count = 0
+        start = time.perf_counter_ns()
+        first = start
+        if limit == 0:
+            return
+        steps = llm.generate(tokens, reset=True, grammar=self._grammar(request.json_format),
+                             **sampling_kwargs(request.options))
+        try:
+            for token in steps:
+                if count == 0:
+                    first = time.perf_counter_ns()
+                    stats.prompt_eval_duration = stats.time_to_first_token = first - start
+                if is_eog(vocab, token):
+                    stats.done_reason = "stop"
+                    break
+                count += 1
+                text = matcher.feed(decoder.decode(llm.detokenize([token])))
+                if text:
+                    yield text
+                if matcher.stopped:
+                    stats.done_reason = "stop"
+                    break
+                if count >= limit or cancel.is_set():
+                    break
+        finally:
+            steps.close()
+            stats.eval_count = count
+            stats.eval_duration = time.perf_counter_ns() - first if count else 0
+        tail = decoder.decode(b"", final=True)
+        rest = matcher.feed(tail) + matcher.flush() if tail else matcher.flush()
+        if rest:
+            yield rest
+
+    # -- other calls ---------------------------------------------------------------------------
+    def tokenize(self, text: str, *, special: bool = False) -> list[int]:
+        with self._lock:
+            return self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=special)
+
+    def detokenize(self, tokens: list[int]) -> str:
+        with self._lock:
+            return self._llm.detokenize(tokens).decode("utf-8", errors="replace")
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        if not self._llm.context_params.embeddings:
+            raise OperationFailed("this model was not loaded for embeddings")
+        with self._lock:
+            return self._llm.embed(texts, normalize=True)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._llm is not None:
+                self._llm.close()
+                self._llm = None

@@ -1,0 +1,111 @@
+"""A chat session: one loaded model, its option layers, a system prompt and the conversation so far.
+
+``run`` uses it for a single prompt and for the interactive REPL (later, the server's chat endpoint
+uses the engine the same way). Option layers merge in this order: built-in defaults < the model's
+PARAMETER layer < the session's own settings (``--param``, ``--max-tokens``, ``/set parameter``).
+Changing a load-time option reloads the model before the next answer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slmctl.backends.base import ChatMessage, GenerateRequest, Generation, LoadedModel
+from slmctl.engine import Engine, ModelDefaults
+from slmctl.options import LOAD_KEYS, LoadOptions, SamplingOptions, add_value, build_options
+from slmctl.store import Manifest
+
+
+class ChatSession:
+    """Conversation state plus the model that answers it."""
+
+    def __init__(self, engine: Engine, manifest: Manifest, *, params: dict[str, Any] | None = None,
+                 system: str | None = None, json_format: str | dict[str, Any] | None = None,
+                 device: str | None = None) -> None:
+        self.engine = engine
+        self.manifest = manifest
+        self.defaults: ModelDefaults = engine.defaults(manifest)
+        self.params: dict[str, Any] = dict(params or {})
+        self.system = system if system is not None else self.defaults.system
+        self.json_format = json_format
+        self.device = device
+        self.history: list[ChatMessage] = list(self.defaults.messages)
+        self._model: LoadedModel | None = None
+        self._loaded_with: LoadOptions | None = None
+        self._pending_load_ns = 0
+        self.options()  # validate the option layers before any loading
+
+    # -- options -------------------------------------------------------------------------------
+    def options(self) -> tuple[LoadOptions, SamplingOptions]:
+        return build_options(self.defaults.params, self.params)
+
+    def set_parameter(self, key: str, raw: Any) -> str:
+        """Set one option for the rest of the session (validated; returns its canonical name)."""
+        trial = dict(self.params)
+        name = add_value(trial, key, raw) if key.strip().lower() != "stop" else self._set_stop(trial, raw)
+        build_options(self.defaults.params, trial)
+        self.params = trial
+        return name
+
+    @staticmethod
+    def _set_stop(values: dict[str, Any], raw: Any) -> str:
+        values.pop("stop", None)
+        return add_value(values, "stop", raw)
+
+    # -- model ---------------------------------------------------------------------------------
+    def ensure_loaded(self) -> LoadedModel:
+        """Load the model, or reload it when a load-time option changed."""
+        load, _ = self.options()
+        if self._model is not None and self._loaded_with == load:
+            return self._model
+        self.close()
+        self._model = self.engine.load(self.manifest, load, device=self.device)
+        self._loaded_with = load
+        self._pending_load_ns = self._model.info.load_duration
+        return self._model
+
+    @property
+    def model(self) -> LoadedModel | None:
+        return self._model
+
+    def close(self) -> None:
+        if self._model is not None:
+            self._model.close()
+            self._model = None
+
+    # -- conversation --------------------------------------------------------------------------
+    def messages_for(self, prompt: str) -> tuple[ChatMessage, ...]:
+        system = (ChatMessage("system", self.system),) if self.system else ()
+        return (*system, *self.history, ChatMessage("user", prompt))
+
+    def ask(self, prompt: str) -> Generation:
+        """Start the answer to ``prompt``; the exchange joins the history once it has finished."""
+        model = self.ensure_loaded()
+        _, sampling = self.options()
+        request = GenerateRequest(sampling, messages=self.messages_for(prompt), json_format=self.json_format)
+        generation = model.generate(request)
+        load_ns, self._pending_load_ns = self._pending_load_ns, 0
+
+        def finished(gen: Generation) -> None:
+            if gen.stats is not None:
+                gen.stats.load_duration = load_ns
+                gen.stats.total_duration += load_ns
+                if gen.stats.done_reason != "cancel":
+                    self.history += [ChatMessage("user", prompt), ChatMessage("assistant", gen.text)]
+
+        generation.on_finish.append(finished)
+        return generation
+
+    def clear(self) -> None:
+        """Forget the conversation (the model's own MESSAGE layers come back)."""
+        self.history = list(self.defaults.messages)
+
+    def __enter__(self) -> ChatSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def is_load_time(key: str) -> bool:
+    return key in LOAD_KEYS

@@ -1,0 +1,119 @@
+"""The Typer command tree, the global options, and the one place errors become exit codes.
+
+Command modules are small and import their services lazily, inside the command body, so that
+``slmctl --help`` never imports a runtime (or even pydantic).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from slmctl import __version__
+from slmctl.cli import copy, import_, list_, remove, run, show
+from slmctl.cli.context import AppContext
+from slmctl.errors import ExitCode, Interrupted, SlmctlError
+
+app = typer.Typer(
+    name="slmctl",
+    help="Run small language models locally: GGUF through llama.cpp, ONNX through ONNX Runtime GenAI, "
+    "one shared model store.",
+    epilog="Examples:\n\n  slmctl import ./model.gguf --name mymodel\n\n  slmctl run mymodel \"Explain quantum computing\"\n\n"
+    "  cat notes.txt | slmctl run mymodel \"Summarise this\" --json\n\n"
+    "Exit codes: 0 ok, 1 failure, 2 usage, 3 model not found, 4 invalid model file, 5 network, "
+    "6 integrity, 7 device unavailable, 130 interrupted.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"slmctl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global(
+    ctx: typer.Context,
+    home: Optional[Path] = typer.Option(
+        None, "--home", help="Root of everything slmctl stores (env: SLMCTL_HOME).", show_default=False
+    ),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks and runtime logs on errors (env: SLMCTL_DEBUG)."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Global options, shared by every command."""
+    ctx.obj = AppContext.create(home=home, debug=debug)
+
+
+def _guard(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn Ctrl-C inside a command into :class:`Interrupted` (Typer would report it as exit 1)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except KeyboardInterrupt:
+            raise Interrupted() from None
+
+    return wrapper
+
+
+for _module in (import_, list_, show, remove, copy, run):
+    app.command(**_module.COMMAND)(_guard(_module.command))
+
+
+def _report(error: BaseException, debug: bool) -> int:
+    """Print ``error:``/``hint:`` lines (and the traceback with --debug); return the exit code."""
+    if debug:
+        traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
+    if isinstance(error, SlmctlError):
+        print(f"error: {error.message}", file=sys.stderr)
+        if error.hint:
+            print(f"hint: {error.hint}", file=sys.stderr)
+        if debug and error.details:
+            print(error.details.rstrip(), file=sys.stderr)
+        return int(error.exit_code)
+    cause = f"{type(error).__name__}: {error}"
+    print(f"error: unexpected failure: {cause}", file=sys.stderr)
+    if not debug:
+        print("hint: run again with --debug for the full traceback", file=sys.stderr)
+    return int(ExitCode.FAILURE)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args or os.environ.get("SLMCTL_DEBUG", "").lower() in {"1", "true", "yes", "on"}
+    try:
+        app(args=args, prog_name="slmctl")
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        sys.exit(_report(Interrupted(), debug))
+    except BrokenPipeError:
+        # The reader went away (`slmctl run ... | head`): exit quietly, as other Unix tools do.
+        _silence_stdout()
+        sys.exit(int(ExitCode.FAILURE))
+    except Exception as error:  # noqa: BLE001 - the CLI edge: every error becomes an exit code
+        sys.exit(_report(error, debug))
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except OSError:
+        pass

@@ -1,0 +1,23 @@
+"""``slmctl cp SOURCE DESTINATION``: a new name for a stored model, sharing its files."""
+
+from __future__ import annotations
+
+import typer
+
+COMMAND = {
+    "name": "cp",
+    "help": "Copy a model to a new name (no data is copied: the files are shared).",
+    "epilog": "Examples:\n\n  slmctl cp tiny tiny:backup\n\n  slmctl cp qwen2.5:0.5b team/assistant:v1",
+}
+
+
+def command(
+    ctx: typer.Context,
+    source: str = typer.Argument(..., help="Existing model name[:tag].", show_default=False),
+    destination: str = typer.Argument(..., help="New model name[:tag].", show_default=False),
+) -> None:
+    from slmctl.names import parse_model_ref
+
+    src, dst = parse_model_ref(source), parse_model_ref(destination)
+    ctx.obj.store().copy(src, dst)
+    typer.echo(f"copied '{src}' to '{dst}'")

@@ -1,0 +1,93 @@
+"""Rendering shared by the commands: JSON, aligned tables, human sizes, times and durations.
+
+Only plain text here (no colours, no redraws), so output is the same in a terminal and in CI logs.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from typing import IO, Any
+
+
+def print_json(data: Any, stream: IO[str] | None = None) -> None:
+    """One JSON document, indented, followed by a newline."""
+    out = stream or sys.stdout
+    out.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+    out.flush()
+
+
+def human_size(size: int | None) -> str:
+    """Bytes in decimal units, as Ollama prints them: ``397 MB``, ``1.9 GB``."""
+    if size is None:
+        return "-"
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit in ("B", "KB", "MB") or value >= 100 else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{size} B"  # pragma: no cover
+
+
+def time_ago(when: datetime, now: datetime | None = None) -> str:
+    """``2 minutes ago``, ``3 days ago``."""
+    now = now or datetime.now(timezone.utc)
+    seconds = max(0, int((now - when).total_seconds()))
+    for unit, span in (("year", 31536000), ("month", 2592000), ("week", 604800), ("day", 86400),
+                       ("hour", 3600), ("minute", 60)):
+        if seconds >= span:
+            n = seconds // span
+            return f"{n} {unit}{'s' if n > 1 else ''} ago"
+    return "just now" if seconds < 5 else f"{seconds} seconds ago"
+
+
+def duration(ns: int) -> str:
+    """A duration in nanoseconds as Ollama's --verbose prints it: ``1.52s``, ``35.2ms``, ``812µs``."""
+    if ns >= 1_000_000_000:
+        return f"{ns / 1e9:.3f}s"
+    if ns >= 1_000_000:
+        return f"{ns / 1e6:.3f}ms"
+    return f"{ns / 1e3:.3f}µs"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], stream: IO[str] | None = None) -> None:
+    """Left-aligned columns separated by at least three spaces (stable for ``awk``/``cut``)."""
+    out = stream or sys.stdout
+    widths = [max(len(str(cell)) for cell in col) for col in zip(headers, *rows)]
+    for row in (headers, *rows):
+        cells = [str(c).ljust(w) for c, w in zip(row, widths)]
+        out.write("   ".join(cells).rstrip() + "\n")
+    out.flush()
+
+
+def stats_lines(stats: Any) -> list[str]:
+    """The ``--verbose`` statistics block (same lines as Ollama's)."""
+    return [
+        f"total duration:       {duration(stats.total_duration)}",
+        f"load duration:        {duration(stats.load_duration)}",
+        f"prompt eval count:    {stats.prompt_eval_count} token(s)",
+        f"prompt eval duration: {duration(stats.prompt_eval_duration)}",
+        f"prompt eval rate:     {stats.prompt_eval_rate:.2f} tokens/s",
+        f"eval count:           {stats.eval_count} token(s)",
+        f"eval duration:        {duration(stats.eval_duration)}",
+        f"eval rate:            {stats.eval_rate:.2f} tokens/s",
+    ]
+
+
+def result_object(model: str, response: str, stats: Any) -> dict[str, Any]:
+    """The ``run --json`` object (durations in nanoseconds, as Ollama's API)."""
+    return {
+        "model": model,
+        "created_at": datetime.now(timezone.utc).isoformat(),
+        "response": response,
+        "done": True,
+        "done_reason": stats.done_reason,
+        "total_duration": stats.total_duration,
+        "load_duration": stats.load_duration,
+        "prompt_eval_count": stats.prompt_eval_count,
+        "prompt_eval_duration": stats.prompt_eval_duration,
+        "eval_count": stats.eval_count,
+        "eval_duration": stats.eval_duration,
+    }

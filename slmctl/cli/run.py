@@ -1,0 +1,116 @@
+"""``slmctl run NAME [PROMPT]``: answer one prompt (arguments and/or piped stdin) or chat in a REPL."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import typer
+
+COMMAND = {
+    "name": "run",
+    "help": "Run a model: answer PROMPT (and/or piped stdin), or chat interactively.",
+    "epilog": "Examples:\n\n  slmctl run tiny \"Explain quantum computing\"\n\n"
+    "  cat report.txt | slmctl run tiny \"Summarise this in 3 bullet points\"\n\n"
+    "  echo hi | slmctl run tiny --json --max-tokens 16\n\n"
+    "  slmctl run tiny \"List 3 colours\" --format json --seed 42 --param temperature=0.2\n\n"
+    "  slmctl run tiny            (interactive chat; /? for help)\n\n"
+    "Parameters (--param KEY=VALUE): temperature, top_k, top_p, min_p, typical_p, repeat_penalty, "
+    "repeat_last_n, presence_penalty, frequency_penalty, seed, num_predict, stop, num_ctx, num_batch, "
+    "num_gpu, main_gpu, num_thread, use_mmap, flash_attn.",
+}
+
+
+def command(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Model name[:tag].", show_default=False),
+    prompt: Optional[list[str]] = typer.Argument(None, help="The prompt (words are joined).", show_default=False),
+    system: Optional[str] = typer.Option(None, "--system", help="System prompt (replaces the model's)."),
+    param: list[str] = typer.Option([], "--param", "-p", help="KEY=VALUE model parameter; repeatable."),
+    format_: Optional[str] = typer.Option(None, "--format", help="'json' (or a JSON schema) to constrain the answer."),
+    max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Maximum tokens to generate (num_predict)."),
+    temperature: Optional[float] = typer.Option(None, "--temperature", help="Sampling temperature."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed, for reproducible answers."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="gguf or onnx (must match the model)."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, gpu, cuda, metal, ... (default: best)."),
+    verbose: bool = typer.Option(False, "--verbose", help="Print timing statistics to stderr."),
+    json_output: bool = typer.Option(False, "--json", help="Print one JSON object instead of streaming text."),
+) -> None:
+    from slmctl.chat import ChatSession
+    from slmctl.cli import repl
+    from slmctl.errors import UsageError
+    from slmctl.options import add_value, parse_param_pairs
+
+    app = ctx.obj
+    params = parse_param_pairs(param)
+    for key, value in (("num_predict", max_tokens), ("temperature", temperature), ("seed", seed)):
+        if value is not None:
+            add_value(params, key, value)
+    json_format = parse_format(format_)
+    text = read_prompt(app, prompt)
+    engine = app.engine()
+    manifest = engine.manifest(name)
+    if backend is not None and backend != manifest.format:
+        raise UsageError(f"model '{manifest.ref}' is a {manifest.format} model; the {backend} backend cannot run it",
+                         f"drop --backend, or use --backend {manifest.format}")
+    with ChatSession(engine, manifest, params=params, system=system, json_format=json_format,
+                     device=device) as session:
+        if text is None:
+            repl.Repl(app, session, verbose=verbose).loop()
+        else:
+            answer(app, session, text, verbose=verbose, json_output=json_output)
+
+
+def parse_format(value: str | None) -> str | dict[str, Any] | None:
+    """``--format``: ``json`` or a JSON schema object given inline."""
+    if value is None:
+        return None
+    if value.strip().lower() == "json":
+        return "json"
+    import json
+
+    from slmctl.errors import UsageError
+
+    try:
+        schema = json.loads(value)
+    except ValueError:
+        schema = None
+    if not isinstance(schema, dict):
+        raise UsageError(f"invalid --format {value!r}", "use --format json, or a JSON schema object")
+    return schema
+
+
+def read_prompt(app: Any, words: list[str] | None) -> str | None:
+    """PROMPT from the arguments, with piped stdin prepended; None means: start the REPL."""
+    from slmctl.errors import UsageError
+
+    text = " ".join(words) if words else None
+    if app.stdin_is_tty:
+        return text
+    piped = app.stdin.read()
+    if piped.strip():
+        return piped.rstrip("\n") + ("\n\n" + text if text else "")
+    if text is None:
+        raise UsageError("no prompt: give PROMPT or pipe text into stdin")
+    return text
+
+
+def answer(app: Any, session: Any, text: str, *, verbose: bool, json_output: bool) -> None:
+    """Answer one prompt: stream it (or print one JSON object), then the statistics with --verbose."""
+    from slmctl.cli.output import print_json, result_object, stats_lines
+
+    generation = session.ask(text)
+    out = app.stdout
+    if json_output:
+        generation.complete()
+        print_json(result_object(str(session.manifest.ref), generation.text, generation.stats), out)
+    else:
+        try:
+            for chunk in generation:
+                out.write(chunk)
+                out.flush()
+        finally:
+            generation.close()
+            out.write("\n")
+            out.flush()
+    if verbose and generation.stats is not None:
+        app.stderr.write("\n".join(stats_lines(generation.stats)) + "\n")
