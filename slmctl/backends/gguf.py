@@ -112,7 +112,7 @@ class LlamaCppBackend(Backend):
     @staticmethod
     def _load_error(path: Path, exc: Exception, log: list[tuple[int, str]]) -> OperationFailed:
         errors = llama_log.errors_in(log)
-        reason = "; ".join(dict.fromkeys(e.rstrip(".") for e in errors[-3:])) if errors else str(exc)
+        reason = "; ".join(errors[-3:]) if errors else str(exc)
         details = "llama.cpp log:\n" + "".join(text for _, text in log)
         if "does not exist" in str(exc):
             return OperationFailed(f"model file missing: {path}", "run 'slmctl verify' or re-import the model")

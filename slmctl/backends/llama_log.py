@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import ctypes
 import itertools
+import re
 import threading
 from collections import deque
 from typing import Any
 
-_ERROR_LEVEL = 3
+_ERROR_LEVEL = 4  # ggml_log_level: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5
 _CONT_LEVEL = 5
 _lock = threading.Lock()
 _lines: deque[tuple[int, int, str]] = deque(maxlen=400)  # (sequence number, level, text)
@@ -52,6 +53,19 @@ def since(position: int) -> list[tuple[int, str]]:
         return [(level, text) for seq, level, text in _lines if seq > position and text]
 
 
+_PREFIXES = re.compile(r"^(?:[A-Za-z_]\w*: |error loading model: )+")
+_GENERIC = "failed to load model"
+
+
 def errors_in(entries: list[tuple[int, str]]) -> list[str]:
-    """The error lines among ``entries``, stripped."""
-    return [text.strip() for level, text in entries if level == _ERROR_LEVEL and text.strip()]
+    """The distinct error messages among ``entries``, without llama.cpp's function-name prefixes.
+
+    ``llama_model_load: error loading model: unknown model architecture: 'x'`` becomes
+    ``unknown model architecture: 'x'``; the generic "failed to load model" lines are dropped.
+    """
+    reasons: list[str] = []
+    for level, text in entries:
+        message = _PREFIXES.sub("", text.strip())
+        if level == _ERROR_LEVEL and message and message.rstrip(".") != _GENERIC and message not in reasons:
+            reasons.append(message)
+    return reasons

@@ -1,0 +1,231 @@
+"""Benchmark: slmctl's cost over raw llama-cpp-python, and the CLI's start-up time.
+
+What it measures, on a realistic-size random-weight model (``write_bench_gguf``: Qwen2.5-0.5B-like
+shapes, ~300 MB at Q4_K_M, EOS never sampled so every run yields exactly ``--tokens`` tokens):
+
+* A = ``slmctl run bench PROMPT --json --max-tokens N --seed 1 --param num_thread=T``: decode tok/s
+  = eval_count / eval_duration and load = load_duration (the ``Llama(...)`` constructor), as slmctl
+  reports them;
+* B = raw llama-cpp-python with the same file, load arguments and sampling: ``Llama(...)`` timed for
+  load, then a streamed ``create_chat_completion``; decode tok/s = N / (time from the first streamed
+  content token to the end of the stream), i.e. the same definition as A's;
+* the wall time of ``slmctl --help`` and ``slmctl list`` (fresh processes, median and min).
+
+Each A and B run is a fresh subprocess, so both pay the same costs; rounds alternate the order
+(A B, B A, ...) to spread the machine's drift over both sides. The model is built once into
+``--cache-dir`` and imported into a temporary SLMCTL_HOME with the real CLI.
+
+Some llama.cpp builds crash (SIGILL in the AMX kernels) on VMs that advertise AMX; when a probe
+run dies that way, both A and B are run with llama.cpp's extra buffer types off (AMX/repack), via a
+``sitecustomize`` that patches ``llama_model_default_params``. It never touches the timed code.
+
+Run:  .venv/bin/python benchmarks/bench_core.py [--tokens 128] [--rounds 5] [--output res.json]
+Not part of the test suite; takes a few minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PROMPT = "Write a short story about a llama who learns to program computers."
+
+RAW_SCRIPT = r"""
+import json, os, sys, time
+cfg = json.loads(sys.argv[1])
+import llama_cpp
+threads = cfg["threads"]
+start = time.perf_counter_ns()
+llm = llama_cpp.Llama(model_path=cfg["model"], n_ctx=cfg["n_ctx"], n_batch=512, n_threads=threads,
+                      n_threads_batch=max(threads, os.cpu_count() or 1), verbose=False)
+load_ns = time.perf_counter_ns() - start
+stream = llm.create_chat_completion(
+    messages=[{"role": "user", "content": cfg["prompt"]}], stream=True, max_tokens=cfg["tokens"],
+    temperature=0.8, top_k=40, top_p=0.9, min_p=0.0, repeat_penalty=1.0, seed=1)
+first, parts, reason = None, [], None
+for chunk in stream:
+    choice = chunk["choices"][0]
+    if choice["delta"].get("content"):
+        if first is None:
+            first = time.perf_counter_ns()
+        parts.append(choice["delta"]["content"])
+    reason = choice.get("finish_reason") or reason
+end = time.perf_counter_ns()
+print(json.dumps({"load_duration": load_ns, "eval_duration": end - first if first else 0,
+                  "eval_count": cfg["tokens"] if reason == "length" else None,
+                  "done_reason": reason, "response": "".join(parts)}))
+"""
+
+NO_EXTRA_BUFTS = """\
+import llama_cpp.llama_cpp as _lc
+_default = _lc.llama_model_default_params
+def _params():
+    params = _default()
+    params.use_extra_bufts = False
+    return params
+_lc.llama_model_default_params = _params
+"""
+
+
+def parse_args() -> argparse.Namespace:
+    import psutil
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--tokens", type=int, default=128, help="tokens generated per run")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved A/B rounds")
+    p.add_argument("--threads", type=int, default=psutil.cpu_count(logical=False) or os.cpu_count())
+    p.add_argument("--cache-dir", type=Path, default=REPO / "benchmarks" / ".cache")
+    p.add_argument("--quant", default="Q4_K_M")
+    p.add_argument("--no-extra-bufts", action="store_true",
+                   help="turn llama.cpp's extra buffer types (AMX, repack) off without probing")
+    p.add_argument("--output", type=Path, help="also write the results as JSON here")
+    return p.parse_args()
+
+
+def build_model(cache_dir: Path, quant: str) -> Path:
+    """The bench model in the cache dir, written (atomically) only when missing."""
+    path = cache_dir / f"bench-{quant}.gguf"
+    if not path.exists():
+        sys.path.insert(0, str(REPO))
+        from slmctl.testing.tiny_gguf import write_bench_gguf
+
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        print(f"building {path.name} ...", flush=True)
+        tmp = write_bench_gguf(path.with_name(path.name + ".part"), quant)
+        os.replace(tmp, path)
+    return path
+
+
+def child_env(home: Path, shim: Path | None = None) -> dict[str, str]:
+    """Environment of every child: our SLMCTL_HOME, the repo (and the shim) on PYTHONPATH."""
+    paths = ([str(shim)] if shim else []) + [str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p]
+    return {**os.environ, "SLMCTL_HOME": str(home), "PYTHONPATH": os.pathsep.join(paths)}
+
+
+def slmctl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "slmctl", *args], env=env, capture_output=True, text=True)
+
+
+def parse_json(proc: subprocess.CompletedProcess[str], what: str) -> dict:
+    if proc.returncode != 0:
+        sys.exit(f"{what} failed (rc {proc.returncode}):\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout)
+
+
+def run_slmctl(env: dict[str, str], tokens: int, threads: int) -> dict:
+    proc = slmctl(env, "run", "bench", PROMPT, "--json", "--max-tokens", str(tokens), "--seed", "1",
+                  "--param", f"num_thread={threads}")
+    return parse_json(proc, "slmctl run")
+
+
+def raw_proc(env: dict[str, str], blob: Path, n_ctx: int, tokens: int, threads: int) -> subprocess.CompletedProcess[str]:
+    cfg = {"model": str(blob), "n_ctx": n_ctx, "tokens": tokens, "threads": threads, "prompt": PROMPT}
+    return subprocess.run([sys.executable, "-c", RAW_SCRIPT, json.dumps(cfg)], env=env, capture_output=True, text=True)
+
+
+def figures(result: dict) -> dict:
+    """Decode tok/s and load ms, the same way for both sides."""
+    if not result.get("eval_count") or not result.get("eval_duration"):
+        sys.exit(f"a run did not produce the expected tokens: {json.dumps(result)[:500]}")
+    return {"tok_s": result["eval_count"] / (result["eval_duration"] / 1e9),
+            "load_ms": result["load_duration"] / 1e6, "eval_count": result["eval_count"],
+            "response": result["response"]}
+
+
+def bench_rounds(env: dict[str, str], blob: Path, n_ctx: int, args: argparse.Namespace) -> list[dict]:
+    rounds = []
+    for i in range(args.rounds):
+        order = "AB" if i % 2 == 0 else "BA"
+        row: dict = {"order": order}
+        for side in order:
+            if side == "A":
+                row["A"] = figures(run_slmctl(env, args.tokens, args.threads))
+            else:
+                row["B"] = figures(parse_json(raw_proc(env, blob, n_ctx, args.tokens, args.threads), "raw run"))
+        row["same_text"] = row["A"].pop("response") == row["B"].pop("response")
+        rounds.append(row)
+        a, b = row["A"], row["B"]
+        print(f"  round {i + 1} ({order})  A {a['tok_s']:7.2f} tok/s {a['load_ms']:7.1f} ms   "
+              f"B {b['tok_s']:7.2f} tok/s {b['load_ms']:7.1f} ms   A/B {a['tok_s'] / b['tok_s']:.3f}"
+              f"   same text: {'yes' if row['same_text'] else 'NO'}", flush=True)
+    return rounds
+
+
+def time_cli(env: dict[str, str], args: list[str], runs: int = 10) -> dict:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        proc = slmctl(env, *args)
+        times.append(time.perf_counter() - start)
+        if proc.returncode != 0:
+            sys.exit(f"slmctl {' '.join(args)} failed:\n{proc.stderr[-2000:]}")
+    return {"median_s": statistics.median(times), "min_s": min(times)}
+
+
+def summarize(rounds: list[dict]) -> dict:
+    med = {side: {k: statistics.median(r[side][k] for r in rounds) for k in ("tok_s", "load_ms")} for side in "AB"}
+    return {
+        "median": med,
+        "decode_ratio": med["A"]["tok_s"] / med["B"]["tok_s"],
+        "decode_ratio_paired": statistics.median(r["A"]["tok_s"] / r["B"]["tok_s"] for r in rounds),
+        "load_ratio": med["A"]["load_ms"] / med["B"]["load_ms"],
+    }
+
+
+def main() -> None:
+    args = parse_args()
+    model = build_model(args.cache_dir, args.quant)
+    with tempfile.TemporaryDirectory(prefix="slmctl-bench-") as tmp:
+        home, shim = Path(tmp) / "home", Path(tmp) / "shim"
+        shim.mkdir()
+        (shim / "sitecustomize.py").write_text(NO_EXTRA_BUFTS)
+        env = child_env(home)
+        imported = slmctl(env, "import", str(model), "--name", "bench")
+        if imported.returncode != 0:
+            sys.exit(f"slmctl import failed:\n{imported.stderr}")
+        info = parse_json(slmctl(env, "show", "bench", "--json"), "slmctl show")
+        blob = home / "models" / "blobs" / info["files"][0]["digest"].replace(":", "-")
+        n_ctx = min(4096, info.get("context_length") or 4096)
+
+        extra_bufts_off = args.no_extra_bufts
+        if not extra_bufts_off:  # probe (also warms the page cache for both sides)
+            probe = raw_proc(env, blob, n_ctx, 4, args.threads)
+            extra_bufts_off = probe.returncode == -signal.SIGILL
+            if probe.returncode not in (0, -signal.SIGILL):
+                sys.exit(f"probe run failed (rc {probe.returncode}):\n{probe.stderr[-2000:]}")
+        run_env = child_env(home, shim) if extra_bufts_off else env
+        note = " (llama.cpp extra buffer types OFF: SIGILL with them)" if extra_bufts_off else ""
+        print(f"model {model.name} {blob.stat().st_size / 1e6:.0f} MB, {args.tokens} tokens, "
+              f"{args.threads} threads, n_ctx {n_ctx}{note}")
+        print("A = slmctl run --json, B = raw llama-cpp-python (each a fresh process)")
+        rounds = bench_rounds(run_env, blob, n_ctx, args)
+        summary = summarize(rounds)
+        cli = {"--help": time_cli(env, ["--help"]), "list": time_cli(env, ["list"])}
+
+    med = summary["median"]
+    print(f"  median          A {med['A']['tok_s']:7.2f} tok/s {med['A']['load_ms']:7.1f} ms   "
+          f"B {med['B']['tok_s']:7.2f} tok/s {med['B']['load_ms']:7.1f} ms")
+    ratio, paired = summary["decode_ratio"], summary["decode_ratio_paired"]
+    print(f"decode tok/s slmctl/raw: {ratio:.3f} (median of per-round ratios {paired:.3f}; goal >= 0.98: "
+          f"{'ok' if ratio >= 0.98 else 'MISSED'})")
+    print(f"load time    slmctl/raw: {summary['load_ratio']:.3f}")
+    for name, t in cli.items():
+        goal = f"  (goal < 0.2 s: {'ok' if t['median_s'] < 0.2 else 'MISSED'})" if name == "--help" else ""
+        print(f"slmctl {name:<7} median {t['median_s']:.3f} s  min {t['min_s']:.3f} s{goal}")
+    if args.output:
+        result = {"model": model.name, "quant": args.quant, "tokens": args.tokens, "threads": args.threads,
+                  "n_ctx": n_ctx, "extra_bufts_off": extra_bufts_off, "rounds": rounds, **summary, "cli": cli}
+        args.output.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+"""The shared, content-addressed model store: manifests, blobs, staging, GC and materialization.
+
+Lower layer: depends only on :mod:`slmctl.errors`, :mod:`slmctl.names`, the standard library,
+pydantic and filelock. Import the public API from here.
+"""
+
+from slmctl.store.blobs import HashingWriter, StagedBlob, blob_name, sha256_bytes, sha256_file
+from slmctl.store.layout import ManifestProblem
+from slmctl.store.manifest import (
+    FileEntry,
+    Layer,
+    LayerKind,
+    Manifest,
+    ModelDetails,
+    ModelFormat,
+    SourceInfo,
+    utc_now,
+)
+from slmctl.store.store import GcResult, ModelStore, RemoveResult
+
+__all__ = [
+    "FileEntry",
+    "GcResult",
+    "HashingWriter",
+    "Layer",
+    "LayerKind",
+    "Manifest",
+    "ManifestProblem",
+    "ModelDetails",
+    "ModelFormat",
+    "ModelStore",
+    "RemoveResult",
+    "SourceInfo",
+    "StagedBlob",
+    "blob_name",
+    "sha256_bytes",
+    "sha256_file",
+    "utc_now",
+]

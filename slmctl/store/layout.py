@@ -1,0 +1,155 @@
+"""Where things live in a store root, the store lock, and reading manifests back.
+
+Layout under ``root`` (``$SLMCTL_HOME/models``)::
+
+    blobs/sha256-<hex>              file and layer contents, shared, read-only once written
+    manifests/<name parts>/<tag>.json
+    tmp/                            staging (same filesystem, so renames are atomic)
+    materialized/<digest[:16]>/     ONNX folders made of links to blobs
+    .lock                           one lock shared by every process
+
+:class:`StoreLayout` is the read-only half of :class:`~slmctl.store.store.ModelStore`: paths, the
+lock, and scanning ``manifests/`` (never ``blobs/``) into manifests plus the files that failed to
+parse. Directories are created lazily by the writers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+from pydantic import ValidationError
+
+from slmctl.errors import ModelNotFound, OperationFailed, UsageError
+from slmctl.names import ModelRef, parse_model_ref
+from slmctl.store.blobs import DIGEST_IN_TEXT_RE, blob_name, digest_from_blob_name, digest_hex
+from slmctl.store.manifest import Manifest
+
+MANIFEST_SUFFIX = ".json"
+
+
+@dataclass(frozen=True)
+class ManifestProblem:
+    """A manifest file that could not be read; ``list`` skips it."""
+
+    path: Path
+    reason: str
+
+
+@dataclass
+class Scan:
+    """The outcome of reading every manifest file: the good ones (sorted) and the bad ones."""
+
+    manifests: list[Manifest] = field(default_factory=list)
+    problems: list[ManifestProblem] = field(default_factory=list)
+
+    def referenced_digests(self) -> set[str]:
+        """Blobs some manifest needs, including digests named in unreadable manifest files."""
+        referenced: set[str] = set()
+        for manifest in self.manifests:
+            referenced |= manifest.blob_digests()
+        for problem in self.problems:
+            try:
+                referenced |= set(DIGEST_IN_TEXT_RE.findall(problem.path.read_text(errors="replace")))
+            except OSError:
+                continue
+        return referenced
+
+
+def os_reason(exc: OSError) -> str:
+    """The human part of an ``OSError`` (``No such file or directory``)."""
+    return exc.strerror or str(exc)
+
+
+def describe_read_error(exc: Exception) -> str:
+    """One line saying why a manifest could not be read."""
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "manifest"
+        return f"invalid manifest: {where}: {first['msg']}"
+    if isinstance(exc, OSError):
+        return os_reason(exc)
+    return str(exc)
+
+
+def not_found(ref: ModelRef) -> ModelNotFound:
+    """The error for a model that is not in the store."""
+    return ModelNotFound(f"model '{ref}' not found", hint="run 'slmctl list' to see the models in the store")
+
+
+class StoreLayout:
+    """Paths, lock and manifest reading for a store rooted at ``root``."""
+
+    def __init__(self, root: Path, *, lock_timeout: float = 600) -> None:
+        self.root = Path(root)
+        self.blobs_dir = self.root / "blobs"
+        self.manifests_dir = self.root / "manifests"
+        self.tmp_dir = self.root / "tmp"
+        self.materialized_dir = self.root / "materialized"
+        self.lock_path = self.root / ".lock"
+        self.lock_timeout = lock_timeout
+        self._lock = FileLock(self.lock_path, is_singleton=True)
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the store lock (re-entrant within a process); a timeout raises ``OperationFailed``."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._lock.acquire(timeout=self.lock_timeout)
+        except Timeout as exc:
+            raise OperationFailed(
+                f"the model store is busy: waited {self.lock_timeout:g}s for its lock",
+                hint=f"another slmctl process is using the store (lock file: {self.lock_path}); retry when it is done",
+            ) from exc
+        except OSError as exc:
+            raise OperationFailed(f"cannot lock the model store at {self.root}: {os_reason(exc)}") from exc
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    def blob_path(self, digest: str) -> Path:
+        """Where the blob ``digest`` lives (whether or not it exists)."""
+        return self.blobs_dir / blob_name(digest)
+
+    def manifest_path(self, ref: ModelRef) -> Path:
+        """``manifests/<name parts>/<tag>.json``; refuses refs that are not canonical (path safety)."""
+        if parse_model_ref(str(ref)) != ref:
+            raise UsageError(f"invalid model name '{ref}'", hint="use lower-case [namespace/]name[:tag]")
+        return self.manifests_dir.joinpath(*ref.name.split("/"), ref.tag + MANIFEST_SUFFIX)
+
+    def materialized_path(self, manifest: Manifest) -> Path:
+        """``materialized/<manifest digest hex[:16]>`` (shared by copies of the same content)."""
+        return self.materialized_dir / digest_hex(manifest.digest())[:16]
+
+    def read_manifest(self, path: Path) -> Manifest:
+        """Parse a manifest file; ``OSError``/``ValueError`` if unreadable, invalid or misplaced."""
+        manifest = Manifest.from_json(path.read_bytes())
+        if self.manifest_path(manifest.ref) != path:
+            raise ValueError(f"manifest of '{manifest.ref}' found at the wrong place")
+        return manifest
+
+    def scan(self) -> Scan:
+        """Read every ``manifests/**/*.json`` (never ``blobs/``); results sorted by name:tag."""
+        scan = Scan()
+        if not self.manifests_dir.is_dir():
+            return scan
+        for path in sorted(self.manifests_dir.rglob(f"*{MANIFEST_SUFFIX}")):
+            if not path.is_file():
+                continue
+            try:
+                scan.manifests.append(self.read_manifest(path))
+            except (OSError, ValueError) as exc:
+                scan.problems.append(ManifestProblem(path, describe_read_error(exc)))
+        scan.manifests.sort(key=lambda m: (m.name, m.tag))
+        return scan
+
+    def stored_digests(self) -> set[str]:
+        """Digests of the blob files present in ``blobs/`` (walks ``blobs/``: GC only)."""
+        if not self.blobs_dir.is_dir():
+            return set()
+        names = (digest_from_blob_name(entry.name) for entry in self.blobs_dir.iterdir())
+        return {digest for digest in names if digest is not None}

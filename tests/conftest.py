@@ -1,0 +1,41 @@
+"""Shared pytest fixtures of the slmctl test suite.
+
+Synthetic GGUF models (written once per session by :mod:`slmctl.testing.tiny_gguf`) and an isolated
+``SLMCTL_HOME`` for tests that touch the model store or configuration.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from slmctl.testing.tiny_gguf import TinyGGUFSpec, write_corrupt_files, write_tiny_gguf
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny F16 Llama model with a ChatML template; it never samples EOS (runs yield max_tokens)."""
+    return write_tiny_gguf(tmp_path_factory.mktemp("models") / "tiny.gguf")
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf_eos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model without the no-EOS trick: generation may stop early (for stop tests)."""
+    return write_tiny_gguf(tmp_path_factory.mktemp("models") / "tiny-eos.gguf", TinyGGUFSpec(eos_reachable=True))
+
+
+@pytest.fixture(scope="session")
+def corrupt_gguf_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Broken model files keyed by ``not_gguf``, ``truncated``, ``bad_header`` and ``empty``."""
+    return write_corrupt_files(tmp_path_factory.mktemp("corrupt"))
+
+
+@pytest.fixture
+def slmctl_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh, empty ``SLMCTL_HOME`` for this test (with ``NO_COLOR=1`` for stable output)."""
+    home = tmp_path / "slmctl-home"
+    home.mkdir()
+    monkeypatch.setenv("SLMCTL_HOME", str(home))
+    monkeypatch.setenv("NO_COLOR", "1")
+    return home
