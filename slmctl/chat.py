@@ -12,7 +12,7 @@ from typing import Any
 
 from slmctl.backends.base import ChatMessage, GenerateRequest, Generation, LoadedModel
 from slmctl.engine import Engine, ModelDefaults
-from slmctl.options import LOAD_KEYS, LoadOptions, SamplingOptions, add_value, build_options
+from slmctl.options import LoadOptions, SamplingOptions, add_value, build_options
 from slmctl.store import Manifest
 
 
@@ -105,7 +105,3 @@ class ChatSession:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def is_load_time(key: str) -> bool:
-    return key in LOAD_KEYS

@@ -204,3 +204,19 @@ def test_version_and_module_entry_point(home: Path) -> None:
 
 def test_unknown_command_is_usage_error(home: Path) -> None:
     assert run_cli(home, "frobnicate").code == 2
+
+
+def test_ctrl_c_exits_130_with_one_line(stored: Path) -> None:
+    import os
+    import signal
+    import time
+
+    from cli_runner import slmctl_command
+
+    env = {**os.environ, "SLMCTL_HOME": str(stored)}
+    proc = subprocess.Popen([*slmctl_command(), "run", "tiny"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    time.sleep(2)  # it is now waiting for the piped prompt
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and err.strip() == "error: interrupted"
