@@ -130,6 +130,9 @@ class Generation:
             for chunk in self._run(stats, self._cancel):
                 self._parts.append(chunk)
                 yield chunk
+        except (KeyboardInterrupt, GeneratorExit):
+            self._cancel.set()  # stopped by Ctrl-C or by a consumer that went away
+            raise
         finally:
             stats.total_duration = time.perf_counter_ns() - start
             if self._cancel.is_set():
