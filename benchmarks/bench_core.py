@@ -183,6 +183,7 @@ def summarize(rounds: list[dict]) -> dict:
 
 def main() -> None:
     args = parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the temporary SLMCTL_HOME is removed
     model = build_model(args.cache_dir, args.quant)
     with tempfile.TemporaryDirectory(prefix="slmctl-bench-") as tmp:
         home, shim = Path(tmp) / "home", Path(tmp) / "shim"
