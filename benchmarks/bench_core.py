@@ -15,12 +15,13 @@ Each A and B run is a fresh subprocess, so both pay the same costs; rounds alter
 (A B, B A, ...) to spread the machine's drift over both sides. The model is built once into
 ``--cache-dir`` and imported into a temporary SLMCTL_HOME with the real CLI.
 
-Some llama.cpp builds crash (SIGILL in the AMX kernels) on VMs that advertise AMX; when a probe
-run dies that way, both A and B are run with llama.cpp's extra buffer types off (AMX/repack), via a
-``sitecustomize`` that patches ``llama_model_default_params``. It never touches the timed code.
+Some llama.cpp builds crash (SIGILL in ggml's AMX kernels) on machines that advertise AMX; when a
+probe run dies that way (or with --no-extra-bufts), A and B alike run with llama.cpp's extra buffer
+types (AMX, repack) off, via a ``sitecustomize`` on their PYTHONPATH that patches
+``llama_model_default_params``; the timed code is untouched and both sides get the same kernels.
 
 Run:  .venv/bin/python benchmarks/bench_core.py [--tokens 128] [--rounds 5] [--output res.json]
-Not part of the test suite; takes a few minutes.
+Not part of the test suite; about a minute with the defaults here (2 cores), ~2.5 min with --rounds 16.
 """
 
 from __future__ import annotations
@@ -82,9 +83,10 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--tokens", type=int, default=128, help="tokens generated per run")
     p.add_argument("--rounds", type=int, default=5, help="interleaved A/B rounds")
-    p.add_argument("--threads", type=int, default=psutil.cpu_count(logical=False) or os.cpu_count())
-    p.add_argument("--cache-dir", type=Path, default=REPO / "benchmarks" / ".cache")
-    p.add_argument("--quant", default="Q4_K_M")
+    p.add_argument("--threads", type=int, default=psutil.cpu_count(logical=False) or os.cpu_count(),
+                   help="num_thread / n_threads (default: physical cores)")
+    p.add_argument("--cache-dir", type=Path, default=REPO / "benchmarks" / ".cache", help="where the model is kept")
+    p.add_argument("--quant", default="Q4_K_M", help="quantization of the bench model")
     p.add_argument("--no-extra-bufts", action="store_true",
                    help="turn llama.cpp's extra buffer types (AMX, repack) off without probing")
     p.add_argument("--output", type=Path, help="also write the results as JSON here")
@@ -122,14 +124,18 @@ def parse_json(proc: subprocess.CompletedProcess[str], what: str) -> dict:
 
 
 def run_slmctl(env: dict[str, str], tokens: int, threads: int) -> dict:
+    """A: the real CLI in a fresh interpreter."""
     proc = slmctl(env, "run", "bench", PROMPT, "--json", "--max-tokens", str(tokens), "--seed", "1",
                   "--param", f"num_thread={threads}")
     return parse_json(proc, "slmctl run")
 
 
-def raw_proc(env: dict[str, str], blob: Path, n_ctx: int, tokens: int, threads: int) -> subprocess.CompletedProcess[str]:
+def raw_proc(env: dict[str, str], blob: Path, n_ctx: int, tokens: int,
+             threads: int) -> subprocess.CompletedProcess[str]:
+    """B: RAW_SCRIPT in a fresh interpreter (its JSON figures on stdout)."""
     cfg = {"model": str(blob), "n_ctx": n_ctx, "tokens": tokens, "threads": threads, "prompt": PROMPT}
-    return subprocess.run([sys.executable, "-c", RAW_SCRIPT, json.dumps(cfg)], env=env, capture_output=True, text=True)
+    command = [sys.executable, "-c", RAW_SCRIPT, json.dumps(cfg)]
+    return subprocess.run(command, env=env, capture_output=True, text=True)
 
 
 def figures(result: dict) -> dict:
@@ -154,7 +160,7 @@ def bench_rounds(env: dict[str, str], blob: Path, n_ctx: int, args: argparse.Nam
         row["same_text"] = row["A"].pop("response") == row["B"].pop("response")
         rounds.append(row)
         a, b = row["A"], row["B"]
-        print(f"  round {i + 1} ({order})  A {a['tok_s']:7.2f} tok/s {a['load_ms']:7.1f} ms   "
+        print(f"  round {i + 1:>2} ({order})  A {a['tok_s']:7.2f} tok/s {a['load_ms']:7.1f} ms   "
               f"B {b['tok_s']:7.2f} tok/s {b['load_ms']:7.1f} ms   A/B {a['tok_s'] / b['tok_s']:.3f}"
               f"   same text: {'yes' if row['same_text'] else 'NO'}", flush=True)
     return rounds
@@ -181,50 +187,62 @@ def summarize(rounds: list[dict]) -> dict:
     }
 
 
+def setup_home(tmp: Path, model: Path) -> tuple[dict[str, str], Path, int]:
+    """Import the model into a fresh SLMCTL_HOME with the CLI; return its env, stored blob and n_ctx."""
+    env = child_env(tmp / "home")
+    imported = slmctl(env, "import", str(model), "--name", "bench")
+    if imported.returncode != 0:
+        sys.exit(f"slmctl import failed:\n{imported.stderr}")
+    info = parse_json(slmctl(env, "show", "bench", "--json"), "slmctl show")
+    blob = tmp / "home" / "models" / "blobs" / info["files"][0]["digest"].replace(":", "-")
+    return env, blob, min(4096, info.get("context_length") or 4096)  # slmctl: num_ctx 4096, capped
+
+
+def extra_bufts_crash(env: dict[str, str], blob: Path, n_ctx: int, threads: int) -> bool:
+    """Probe run (it also warms the page cache): True when llama.cpp dies of SIGILL (AMX kernels)."""
+    probe = raw_proc(env, blob, n_ctx, 4, threads)
+    if probe.returncode not in (0, -signal.SIGILL):
+        sys.exit(f"probe run failed (rc {probe.returncode}):\n{probe.stderr[-2000:]}")
+    return probe.returncode == -signal.SIGILL
+
+
+def print_summary(summary: dict) -> None:
+    med, ratio = summary["median"], summary["decode_ratio"]
+    print(f"  median           A {med['A']['tok_s']:7.2f} tok/s {med['A']['load_ms']:7.1f} ms   "
+          f"B {med['B']['tok_s']:7.2f} tok/s {med['B']['load_ms']:7.1f} ms")
+    print(f"decode tok/s slmctl/raw: {ratio:.3f} (median of per-round ratios {summary['decode_ratio_paired']:.3f}; "
+          f"goal >= 0.98: {'ok' if ratio >= 0.98 else 'MISSED'})")
+    print(f"load time    slmctl/raw: {summary['load_ratio']:.3f}", flush=True)
+
+
 def main() -> None:
     args = parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the temporary SLMCTL_HOME is removed
     model = build_model(args.cache_dir, args.quant)
-    with tempfile.TemporaryDirectory(prefix="slmctl-bench-") as tmp:
-        home, shim = Path(tmp) / "home", Path(tmp) / "shim"
-        shim.mkdir()
-        (shim / "sitecustomize.py").write_text(NO_EXTRA_BUFTS)
-        env = child_env(home)
-        imported = slmctl(env, "import", str(model), "--name", "bench")
-        if imported.returncode != 0:
-            sys.exit(f"slmctl import failed:\n{imported.stderr}")
-        info = parse_json(slmctl(env, "show", "bench", "--json"), "slmctl show")
-        blob = home / "models" / "blobs" / info["files"][0]["digest"].replace(":", "-")
-        n_ctx = min(4096, info.get("context_length") or 4096)
-
-        extra_bufts_off = args.no_extra_bufts
-        if not extra_bufts_off:  # probe (also warms the page cache for both sides)
-            probe = raw_proc(env, blob, n_ctx, 4, args.threads)
-            extra_bufts_off = probe.returncode == -signal.SIGILL
-            if probe.returncode not in (0, -signal.SIGILL):
-                sys.exit(f"probe run failed (rc {probe.returncode}):\n{probe.stderr[-2000:]}")
-        run_env = child_env(home, shim) if extra_bufts_off else env
-        note = " (llama.cpp extra buffer types OFF: SIGILL with them)" if extra_bufts_off else ""
+    with tempfile.TemporaryDirectory(prefix="slmctl-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        env, blob, n_ctx = setup_home(tmp, model)
+        bufts_off = args.no_extra_bufts or extra_bufts_crash(env, blob, n_ctx, args.threads)
+        run_env = env
+        if bufts_off:
+            (tmp / "shim").mkdir()
+            (tmp / "shim" / "sitecustomize.py").write_text(NO_EXTRA_BUFTS)
+            run_env = child_env(tmp / "home", tmp / "shim")
+        why = "--no-extra-bufts" if args.no_extra_bufts else "they crash with SIGILL here"
+        note = f" (llama.cpp extra buffer types OFF in A and B: {why})" if bufts_off else ""
         print(f"model {model.name} {blob.stat().st_size / 1e6:.0f} MB, {args.tokens} tokens, "
               f"{args.threads} threads, n_ctx {n_ctx}{note}")
-        print("A = slmctl run --json, B = raw llama-cpp-python (each a fresh process)")
+        print("A = slmctl run --json, B = raw llama-cpp-python (each a fresh process)", flush=True)
         rounds = bench_rounds(run_env, blob, n_ctx, args)
         summary = summarize(rounds)
+        print_summary(summary)
         cli = {"--help": time_cli(env, ["--help"]), "list": time_cli(env, ["list"])}
-
-    med = summary["median"]
-    print(f"  median          A {med['A']['tok_s']:7.2f} tok/s {med['A']['load_ms']:7.1f} ms   "
-          f"B {med['B']['tok_s']:7.2f} tok/s {med['B']['load_ms']:7.1f} ms")
-    ratio, paired = summary["decode_ratio"], summary["decode_ratio_paired"]
-    print(f"decode tok/s slmctl/raw: {ratio:.3f} (median of per-round ratios {paired:.3f}; goal >= 0.98: "
-          f"{'ok' if ratio >= 0.98 else 'MISSED'})")
-    print(f"load time    slmctl/raw: {summary['load_ratio']:.3f}")
     for name, t in cli.items():
         goal = f"  (goal < 0.2 s: {'ok' if t['median_s'] < 0.2 else 'MISSED'})" if name == "--help" else ""
         print(f"slmctl {name:<7} median {t['median_s']:.3f} s  min {t['min_s']:.3f} s{goal}")
     if args.output:
         result = {"model": model.name, "quant": args.quant, "tokens": args.tokens, "threads": args.threads,
-                  "n_ctx": n_ctx, "extra_bufts_off": extra_bufts_off, "rounds": rounds, **summary, "cli": cli}
+                  "n_ctx": n_ctx, "extra_bufts_off": bufts_off, "rounds": rounds, **summary, "cli": cli}
         args.output.write_text(json.dumps(result, indent=2) + "\n")
 
 
