@@ -6,10 +6,11 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from slmctl.engine import Engine, ModelDefaults
-from slmctl.store import Manifest
+if TYPE_CHECKING:  # list needs none of these at run time: keep it fast
+    from slmctl.engine import Engine, ModelDefaults
+    from slmctl.store import Manifest
 
 
 def list_entry(manifest: Manifest) -> dict[str, Any]:
