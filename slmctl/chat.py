@@ -21,7 +21,7 @@ class ChatSession:
 
     def __init__(self, engine: Engine, manifest: Manifest, *, params: dict[str, Any] | None = None,
                  system: str | None = None, json_format: str | dict[str, Any] | None = None,
-                 device: str | None = None) -> None:
+                 device: str | None = None, provider_options: dict[str, str] | None = None) -> None:
         self.engine = engine
         self.manifest = manifest
         self.defaults: ModelDefaults = engine.defaults(manifest)
@@ -29,6 +29,7 @@ class ChatSession:
         self.system = system if system is not None else self.defaults.system
         self.json_format = json_format
         self.device = device
+        self.provider_options = dict(provider_options or {})
         self.history: list[ChatMessage] = list(self.defaults.messages)
         self._model: LoadedModel | None = None
         self._loaded_with: LoadOptions | None = None
@@ -59,7 +60,8 @@ class ChatSession:
         if self._model is not None and self._loaded_with == load:
             return self._model
         self.close()
-        self._model = self.engine.load(self.manifest, load, device=self.device)
+        self._model = self.engine.load(self.manifest, load, device=self.device,
+                                       provider_options=self.provider_options)
         self._loaded_with = load
         self._pending_load_ns = self._model.info.load_duration
         return self._model
@@ -72,6 +74,11 @@ class ChatSession:
         if self._model is not None:
             self._model.close()
             self._model = None
+
+    def warnings(self) -> list[str]:
+        """Options set for this session that the loaded runtime cannot honour (they are ignored)."""
+        model = self.ensure_loaded()
+        return model.unsupported(self.options()[1])
 
     # -- conversation --------------------------------------------------------------------------
     def messages_for(self, prompt: str) -> tuple[ChatMessage, ...]:

@@ -1,25 +1,24 @@
 """The engine: from a stored model to a loaded runtime model.
 
-It reads a manifest's Modelfile layers (parameters, system prompt, messages), merges option layers,
-caps the context at what the model was trained for, applies a requested device, and loads through the
-backend for the model's format. The CLI's ``run`` and (later) the server share it.
+It reads a manifest's Modelfile layers (parameters, system prompt, messages), caps the context at what
+the model was trained for, chooses the device (a requested one, or the best usable one in the order of
+preference), and loads through the backend for the model's format. The CLI's ``run`` and (later) the server share it.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from slmctl.backends.base import ChatMessage, LoadedModel
 from slmctl.backends.registry import BackendRegistry
-from slmctl.errors import DeviceUnavailable, InvalidModelFile
+from slmctl.devices import DEFAULT_PREFERENCE, select_device
+from slmctl.errors import InvalidModelFile
 from slmctl.names import parse_model_ref
 from slmctl.options import LoadOptions
 from slmctl.store import Manifest, ModelStore
-
-GPU_DEVICES = ("gpu", "cuda", "metal", "vulkan", "rocm")
-
 
 @dataclass(frozen=True)
 class ModelDefaults:
@@ -35,9 +34,12 @@ class ModelDefaults:
 class Engine:
     """Resolves names, reads model defaults and loads models through their backend."""
 
-    def __init__(self, store: ModelStore, backends: BackendRegistry | None = None) -> None:
+    def __init__(self, store: ModelStore, backends: BackendRegistry | None = None,
+                 preference: Sequence[str] = DEFAULT_PREFERENCE) -> None:
         self.store = store
         self.backends = backends or BackendRegistry()
+        #: Device classes in order of preference when none is requested (npu > gpu > cpu).
+        self.preference = tuple(preference)
 
     def manifest(self, name: str) -> Manifest:
         """The stored manifest for a local model name (raises ModelNotFound)."""
@@ -62,31 +64,32 @@ class Engine:
                              template=templates[-1] if templates else None, messages=messages,
                              license=tuple(self._layer_text(manifest, "license")))
 
-    def load_options_for(self, manifest: Manifest, options: LoadOptions, device: str | None) -> LoadOptions:
-        """Cap the context at the model's and translate a requested device into options."""
+    def load_options_for(self, manifest: Manifest, options: LoadOptions) -> LoadOptions:
+        """Cap the context at what the model was trained for (0 = the model's own)."""
         trained = manifest.details.context_length
         num_ctx = options.num_ctx
         if trained:
             num_ctx = trained if num_ctx == 0 else min(num_ctx, trained)
-        update: dict[str, Any] = {"num_ctx": num_ctx}
-        if device is not None:
-            available = self.devices(manifest.format)
-            wanted = "gpu" if device in GPU_DEVICES else device
-            if wanted not in available:
-                raise DeviceUnavailable(
-                    f"device {device!r} is not available for {manifest.format} models on this machine",
-                    f"available devices: {', '.join(available)}",
-                )
-            if wanted == "cpu":
-                update["num_gpu"] = 0
-        return options.model_copy(update=update)
+        return options.model_copy(update={"num_ctx": num_ctx})
 
     def devices(self, fmt: str) -> list[str]:
+        """The devices (GGUF) or execution providers (ONNX) usable here for ``fmt``."""
         return self.backends.get(fmt).devices()
 
+    def choose_device(self, manifest: Manifest, requested: str | None) -> str:
+        """The concrete device a model runs on: ``requested`` (a class or a name) or the best usable."""
+        return select_device(manifest.format, requested, self.devices(manifest.format), preference=self.preference)
+
     def load(self, manifest: Manifest, options: LoadOptions, *, device: str | None = None,
-             embedding: bool = False) -> LoadedModel:
-        """Load ``manifest``'s model with ``options`` (already merged) on ``device``."""
+             embedding: bool = False, provider_options: Mapping[str, str] | None = None) -> LoadedModel:
+        """Load ``manifest``'s model with ``options`` (already merged) on ``device`` (None = best)."""
         backend = self.backends.get(manifest.format)
-        final = self.load_options_for(manifest, options, device)
-        return backend.load(self.store.model_path(manifest), final, embedding=embedding)
+        chosen = self.choose_device(manifest, device)
+        return backend.load(self.store.model_path(manifest), self.load_options_for(manifest, options),
+                            device=chosen, embedding=embedding, provider_options=provider_options)
+
+    def embed(self, manifest: Manifest, texts: list[str], options: LoadOptions, *,
+              device: str | None = None) -> list[list[float]]:
+        """One normalised vector per text, from an embedding-capable model."""
+        with self.load(manifest, options, device=device, embedding=True) as model:
+            return model.embed(texts)

@@ -1,7 +1,8 @@
 """Importing local model files into the store (``slmctl import``).
 
-A ``.gguf`` file is validated (header, metadata, every tensor inside the file) before a single byte
-enters the store; it is then copied in while hashed, and its manifest is committed atomically.
+A ``.gguf`` file is validated (header, metadata, every tensor inside the file), an ONNX folder is
+checked for the files its runtime needs, before a single byte enters the store; the files are then
+copied in while hashed, and the manifest is committed atomically (nothing is left on failure).
 """
 
 from __future__ import annotations
@@ -10,16 +11,18 @@ import re
 from pathlib import Path
 
 from slmctl.errors import InvalidModelFile, UsageError
-from slmctl.formats.gguf_info import GGUFInfo, inspect_gguf
+from slmctl.formats.gguf_info import GGUFInfo, format_parameter_count, inspect_gguf
+from slmctl.formats.onnx_folder import inspect_onnx_folder
 from slmctl.names import ModelRef, parse_model_ref
-from slmctl.store import FileEntry, Manifest, ModelDetails, ModelStore, SourceInfo
+from slmctl.store import FileEntry, Manifest, ModelDetails, ModelStore, SourceInfo, StagedBlob
 
 _NAME_CHARS = re.compile(r"[^a-z0-9._-]+")
 
 
 def default_name(path: Path) -> str:
     """A model name from a file name: ``Qwen2.5-0.5B-Instruct-Q4_K_M.gguf`` -> ``qwen2.5-0.5b-instruct-q4_k_m``."""
-    stem = path.name[: -len(".gguf")] if path.name.lower().endswith(".gguf") else path.name
+    base = path.resolve().name
+    stem = base[: -len(".gguf")] if base.lower().endswith(".gguf") else base
     cleaned = _NAME_CHARS.sub("-", stem.lower()).strip("-._")
     return cleaned or "model"
 
@@ -36,34 +39,58 @@ def details_from_gguf(info: GGUFInfo) -> ModelDetails:
 
 
 def import_path(store: ModelStore, path: Path, name: str | None = None) -> Manifest:
-    """Import a ``.gguf`` file as ``name`` (default: from the file name). Returns the new manifest."""
+    """Import a ``.gguf`` file or an ONNX model folder as ``name`` (default: from the file name)."""
     path = path.expanduser()
     if not path.exists():
-        raise UsageError(f"no such file: {path}", "check the path; import takes a .gguf file")
+        raise UsageError(f"no such file or folder: {path}",
+                         "import takes a .gguf file or an ONNX GenAI model folder")
     ref: ModelRef = parse_model_ref(name if name else default_name(path))
     if path.is_dir():
-        raise InvalidModelFile(
-            f"{path} is a folder, and importing ONNX model folders is not supported by this version",
-            "import a .gguf file",
-        )
+        return _import_onnx(store, path, ref)
     info = inspect_gguf(path)
-    staged = store.stage_file(path)
+    staged = [store.stage_file(path)]
+    if staged[0].size != info.file_size:
+        _discard(staged)
+        raise InvalidModelFile(f"{path} changed while it was being imported", "import it again")
+    files = [FileEntry(path=_file_name(path), digest=staged[0].digest, size=staged[0].size)]
+    return _commit(store, ref, "gguf", files, staged, path, details_from_gguf(info))
+
+
+def _import_onnx(store: ModelStore, folder: Path, ref: ModelRef) -> Manifest:
+    info = inspect_onnx_folder(folder)
+    staged: list[StagedBlob] = []
     try:
-        # Validate the copy too: it is what enters the store (the source may change under us).
-        if staged.size != info.file_size:
-            raise InvalidModelFile(f"{path} changed while it was being imported", "import it again")
-        manifest = Manifest(
-            name=ref.name,
-            tag=ref.tag,
-            format="gguf",
-            files=[FileEntry(path=_file_name(path), digest=staged.digest, size=staged.size)],
-            source=SourceInfo(type="local", ref=str(path.resolve())),
-            details=details_from_gguf(info),
-        )
+        for rel in info.files:
+            staged.append(store.stage_file(folder / rel))
     except BaseException:
-        staged.discard()
+        _discard(staged)
         raise
-    return store.commit(manifest, [staged])
+    files = [FileEntry(path=rel, digest=s.digest, size=s.size) for rel, s in zip(info.files, staged)]
+    details = ModelDetails(
+        architecture=info.architecture,
+        family="embedding" if info.kind == "encoder" else info.architecture,
+        parameter_count=info.parameter_count,
+        parameter_size=format_parameter_count(info.parameter_count) if info.parameter_count else None,
+        quantization=info.quantization,
+        context_length=info.context_length,
+    )
+    return _commit(store, ref, "onnx", files, staged, folder, details)
+
+
+def _commit(store: ModelStore, ref: ModelRef, fmt: str, files: list[FileEntry], staged: list[StagedBlob],
+            source: Path, details: ModelDetails) -> Manifest:
+    try:
+        manifest = Manifest(name=ref.name, tag=ref.tag, format=fmt, files=files,
+                            source=SourceInfo(type="local", ref=str(source.resolve())), details=details)
+    except BaseException:
+        _discard(staged)
+        raise
+    return store.commit(manifest, staged)
+
+
+def _discard(staged: list[StagedBlob]) -> None:
+    for blob in staged:
+        blob.discard()
 
 
 def _file_name(path: Path) -> str:

@@ -31,9 +31,11 @@ def list_entry(manifest: Manifest) -> dict[str, Any]:
 
 
 def native_template(engine: Engine, manifest: Manifest) -> str | None:
-    """The chat template that ships inside the model files (GGUF metadata)."""
-    if manifest.format != "gguf":
-        return None
+    """The chat template that ships with the model files (GGUF metadata, ONNX folder)."""
+    if manifest.format == "onnx":
+        from slmctl.formats.onnx_folder import read_chat_template
+
+        return read_chat_template(engine.store.model_path(manifest))
     from slmctl.formats.gguf_info import inspect_gguf
 
     return inspect_gguf(engine.store.model_path(manifest)).chat_template

@@ -78,6 +78,21 @@ LLAMA_CPP_NAMES: dict[str, str] = {
     "flash_attn": "flash_attn",
 }
 
+#: Our option name -> onnxruntime-genai search option (``GeneratorParams.set_search_options``).
+ONNX_GENAI_NAMES: dict[str, str] = {
+    "temperature": "temperature",
+    "top_k": "top_k",
+    "top_p": "top_p",
+    "repeat_penalty": "repetition_penalty",
+    "seed": "random_seed",
+    "num_thread": "intra_op_num_threads",
+}
+
+#: Options onnxruntime-genai has no equivalent for: a value other than the default is ignored there,
+#: with a warning (``unsupported_options``).
+ONNX_GENAI_UNSUPPORTED: tuple[str, ...] = ("min_p", "typical_p", "presence_penalty", "frequency_penalty",
+                                           "repeat_last_n", "num_batch", "use_mmap", "flash_attn", "num_gpu")
+
 SAMPLING_KEYS: tuple[str, ...] = tuple(SamplingOptions.model_fields)
 LOAD_KEYS: tuple[str, ...] = tuple(LoadOptions.model_fields)
 ALL_KEYS: tuple[str, ...] = SAMPLING_KEYS + LOAD_KEYS
@@ -157,6 +172,17 @@ def build_options(*layers: Mapping[str, Any]) -> tuple[LoadOptions, SamplingOpti
     except ValidationError as exc:
         err = exc.errors()[0]
         raise UsageError(f"invalid option {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+
+
+def unsupported_options(runtime: str, unsupported: Iterable[str], *options: BaseModel) -> list[str]:
+    """Warnings for options set away from their default that ``runtime`` cannot honour."""
+    warnings = []
+    for group in options:
+        changed = non_default(group)
+        for key in unsupported:
+            if key in changed:
+                warnings.append(f"{key}={changed[key]!r} is not supported by {runtime} and is ignored")
+    return warnings
 
 
 def non_default(options: BaseModel) -> dict[str, Any]:

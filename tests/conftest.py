@@ -39,3 +39,39 @@ def slmctl_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("SLMCTL_HOME", str(home))
     monkeypatch.setenv("NO_COLOR", "1")
     return home
+
+
+# Synthetic ONNX models (slmctl.testing.tiny_onnx), imported lazily so GGUF-only runs skip onnx/tokenizers.
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny onnxruntime-genai model folder (ChatML template in tokenizer_config.json); it never samples EOS."""
+    from slmctl.testing.tiny_onnx import write_tiny_onnx_genai
+
+    return write_tiny_onnx_genai(tmp_path_factory.mktemp("onnx") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_eos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny ONNX model with EOS reachable: generation may stop early (for stop tests)."""
+    from slmctl.testing.tiny_onnx import TinyOnnxSpec, write_tiny_onnx_genai
+
+    return write_tiny_onnx_genai(tmp_path_factory.mktemp("onnx") / "tiny-eos", TinyOnnxSpec(eos_reachable=True))
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_template_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny ONNX model with its chat template in chat_template.jinja (as transformers 5 exports)."""
+    from slmctl.testing.tiny_onnx import TinyOnnxSpec, write_tiny_onnx_genai
+
+    folder = tmp_path_factory.mktemp("onnx") / "tiny-template-file"
+    return write_tiny_onnx_genai(folder, TinyOnnxSpec(template_file=True))
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny sentence-embedding model folder (model.onnx, tokenizer, sentence-transformers metadata)."""
+    from slmctl.testing.tiny_onnx import write_tiny_onnx_encoder
+
+    return write_tiny_onnx_encoder(tmp_path_factory.mktemp("onnx") / "encoder")

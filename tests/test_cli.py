@@ -164,7 +164,7 @@ def test_unavailable_device_exits_7(stored: Path) -> None:
     if llama_cpp.llama_supports_gpu_offload():
         pytest.skip("this llama.cpp build can offload to a GPU")
     err = one_line_error(run_cli(stored, "run", "tiny", "hi", "--device", "cuda"), 7)
-    assert "available devices: cpu" in err
+    assert "usable here: cpu" in err
     assert run_cli(stored, "run", "tiny", "hi", "--device", "cpu", "--max-tokens", "2").code == 0
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +26,13 @@ Role = Literal["system", "user", "assistant"]
 class ChatMessage:
     role: Role
     content: str
+
+
+def fallback_prompt(messages: tuple[ChatMessage, ...]) -> str:
+    """A plain prompt for models that ship no chat template."""
+    if len(messages) == 1 and messages[0].role == "user":
+        return messages[0].content
+    return "\n".join(f"{m.role.capitalize()}: {m.content}" for m in messages) + "\nAssistant:"
 
 
 @dataclass(frozen=True)
@@ -169,6 +176,10 @@ class LoadedModel(ABC):
     def embed(self, texts: list[str]) -> list[list[float]]:
         """One pooled, L2-normalised vector per text (needs a model loaded for embeddings)."""
 
+    def unsupported(self, options: SamplingOptions) -> list[str]:
+        """Warnings for options this runtime cannot honour (they are ignored, never silently)."""
+        return []
+
     @abstractmethod
     def close(self) -> None:
         """Free the runtime's memory. The object is unusable afterwards."""
@@ -187,8 +198,13 @@ class Backend(ABC):
     format: str
 
     @abstractmethod
-    def load(self, path: Path, options: LoadOptions, *, embedding: bool = False) -> LoadedModel:
-        """Load the model at ``path`` (a file or a materialized folder)."""
+    def load(self, path: Path, options: LoadOptions, *, device: str = "cpu", embedding: bool = False,
+             provider_options: Mapping[str, str] | None = None) -> LoadedModel:
+        """Load the model at ``path`` (a file or a materialized folder) on ``device``.
+
+        ``device`` is a concrete name from :meth:`devices` (``cpu``, ``cuda``, ``qnn``, ...);
+        ``provider_options`` pass through to the runtime's device (e.g. ONNX provider options).
+        """
 
     @abstractmethod
     def devices(self) -> list[str]:

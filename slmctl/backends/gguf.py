@@ -13,7 +13,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from slmctl.backends.base import (
     LoadedInfo,
     LoadedModel,
     Stats,
+    fallback_prompt,
 )
 from slmctl.backends.stopping import StopMatcher
 from slmctl.errors import InvalidModelFile, OperationFailed
@@ -59,14 +60,6 @@ def sampling_kwargs(options: SamplingOptions) -> dict[str, Any]:
     return {LLAMA_CPP_NAMES[key]: getattr(options, key) for key in _SAMPLING_KEYS}
 
 
-def _fallback_prompt(messages: tuple[ChatMessage, ...]) -> str:
-    """A plain prompt for models whose GGUF carries no chat template."""
-    if len(messages) == 1 and messages[0].role == "user":
-        return messages[0].content
-    lines = [f"{m.role.capitalize()}: {m.content}" for m in messages]
-    return "\n".join(lines) + "\nAssistant:"
-
-
 class LlamaCppBackend(Backend):
     """Loads GGUF files with llama.cpp (CPU, CUDA, Metal, Vulkan... whatever the build supports)."""
 
@@ -74,12 +67,14 @@ class LlamaCppBackend(Backend):
     format = "gguf"
 
     def devices(self) -> list[str]:
-        llama_cpp = _import_llama_cpp()
-        return ["cpu", "gpu"] if llama_cpp.llama_supports_gpu_offload() else ["cpu"]
+        from slmctl.backends.providers import usable_gguf_devices
 
-    def load(self, path: Path, options: LoadOptions, *, embedding: bool = False) -> LlamaCppModel:
+        return usable_gguf_devices()
+
+    def load(self, path: Path, options: LoadOptions, *, device: str = "cpu", embedding: bool = False,
+             provider_options: Mapping[str, str] | None = None) -> LlamaCppModel:
         llama_cpp = _import_llama_cpp()
-        gpu = bool(llama_cpp.llama_supports_gpu_offload())
+        gpu = device != "cpu" and bool(llama_cpp.llama_supports_gpu_offload())
         threads = options.num_thread or physical_cores()
         kwargs: dict[str, Any] = {
             "model_path": str(path),
@@ -104,7 +99,7 @@ class LlamaCppBackend(Backend):
         except (ValueError, RuntimeError) as exc:
             raise self._load_error(path, exc, llama_log.since(position)) from exc
         load_ns = time.perf_counter_ns() - start
-        device = "gpu" if gpu and options.num_gpu != 0 else "cpu"
+        device = device if gpu and options.num_gpu != 0 else "cpu"
         template = llm.metadata.get("tokenizer.chat_template")
         info = LoadedInfo("gguf", device, llm.n_ctx(), load_ns, template)
         return LlamaCppModel(llm, info, llama_cpp)
@@ -138,7 +133,7 @@ class LlamaCppModel(LoadedModel):
     def _chat_prompt(self, messages: tuple[ChatMessage, ...]) -> tuple[str, bool]:
         """Render chat messages with the GGUF's template. Returns (prompt, template_added_bos)."""
         if self.info.chat_template is None:
-            return _fallback_prompt(messages), False
+            return fallback_prompt(messages), False
         if self._formatter is None:
             from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 

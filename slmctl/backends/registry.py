@@ -25,7 +25,8 @@ class BackendRegistry:
             from slmctl.backends.gguf import LlamaCppBackend
 
             return LlamaCppBackend()
-        raise DeviceUnavailable(
-            f"no backend for {fmt!r} models is available in this version of slmctl",
-            f"supported formats: gguf",
-        )
+        if fmt == "onnx":
+            from slmctl.backends.onnx import OnnxGenaiBackend
+
+            return OnnxGenaiBackend()
+        raise DeviceUnavailable(f"no backend for {fmt!r} models", f"supported formats: {', '.join(FORMATS)}")

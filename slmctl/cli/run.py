@@ -30,8 +30,12 @@ def command(
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Maximum tokens to generate (num_predict)."),
     temperature: Optional[float] = typer.Option(None, "--temperature", help="Sampling temperature."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed, for reproducible answers."),
-    backend: Optional[str] = typer.Option(None, "--backend", help="gguf or onnx (must match the model)."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, gpu, cuda, metal, ... (default: best)."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="gguf or onnx (must match the model's format)."),
+    device: Optional[str] = typer.Option(
+        None, "--device", help="npu, gpu, cpu or a name: cuda, metal, vulkan, rocm, dml, qnn, openvino, webgpu "
+        "(default: the best usable, npu > gpu > cpu)."),
+    provider_option: list[str] = typer.Option(
+        [], "--provider-option", help="KEY=VALUE passed to the ONNX execution provider; repeatable."),
     verbose: bool = typer.Option(False, "--verbose", help="Print timing statistics to stderr."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object instead of streaming text."),
 ) -> None:
@@ -53,11 +57,26 @@ def command(
         raise UsageError(f"model '{manifest.ref}' is a {manifest.format} model; the {backend} backend cannot run it",
                          f"drop --backend, or use --backend {manifest.format}")
     with ChatSession(engine, manifest, params=params, system=system, json_format=json_format,
-                     device=device) as session:
+                     device=device, provider_options=parse_pairs(provider_option, "--provider-option")) as session:
+        for warning in session.warnings():
+            app.stderr.write(f"warning: {warning}\n")
         if text is None:
             repl.Repl(app, session, verbose=verbose).loop()
         else:
             answer(app, session, text, verbose=verbose, json_output=json_output)
+
+
+def parse_pairs(pairs: list[str], flag: str) -> dict[str, str]:
+    """``KEY=VALUE`` strings into a dict (for flags without a typed table)."""
+    from slmctl.errors import UsageError
+
+    values = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UsageError(f"invalid {flag} {pair!r}: expected KEY=VALUE")
+        values[key.strip()] = value
+    return values
 
 
 def parse_format(value: str | None) -> str | dict[str, Any] | None:

@@ -1,0 +1,236 @@
+"""The ONNX backend on onnxruntime-genai (CPU, CUDA, DirectML, QNN, OpenVINO, WebGPU providers).
+
+Owns everything onnxruntime-genai-specific: provider set-up, the chat template of the model folder,
+the token loop (search options, stop strings matched on the streamed text since the runtime stops only
+on EOS, ``num_predict`` mapped to the runtime's total ``max_length``, JSON guidance, cancellation),
+and timings measured by slmctl (the runtime has no counters). ``onnxruntime_genai`` is imported only
+when a model is loaded. A folder without ``genai_config.json`` is an encoder: see ``onnx_encoder``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from slmctl.backends.base import (
+    Backend,
+    GenerateRequest,
+    Generation,
+    LoadedInfo,
+    LoadedModel,
+    Stats,
+    fallback_prompt,
+)
+from slmctl.backends.stopping import StopMatcher
+from slmctl.formats.onnx_folder import read_chat_template
+from slmctl.errors import DeviceUnavailable, InvalidModelFile, OperationFailed
+from slmctl.options import ONNX_GENAI_NAMES, ONNX_GENAI_UNSUPPORTED, LoadOptions, SamplingOptions, unsupported_options
+
+RUNTIME = "onnxruntime-genai"
+#: Our provider names -> onnxruntime-genai's.
+GENAI_PROVIDERS = {"cuda": "cuda", "dml": "dml", "qnn": "QNN", "openvino": "OpenVINO", "webgpu": "WebGPU"}
+#: Generic JSON for ``--format json`` (guidance needs a schema or a grammar).
+ANY_JSON_SCHEMA = {"type": "object"}
+
+
+def import_genai() -> Any:
+    try:
+        import onnxruntime_genai as og
+    except ImportError as exc:
+        raise DeviceUnavailable(f"the ONNX backend is not usable: cannot import onnxruntime_genai ({exc})",
+                                "install it: pip install onnxruntime-genai") from exc
+    return og
+
+
+class OnnxGenaiBackend(Backend):
+    """Loads ONNX Runtime GenAI folders (and, for embeddings, encoder folders)."""
+
+    name = RUNTIME
+    format = "onnx"
+
+    def devices(self) -> list[str]:
+        from slmctl.backends.providers import usable_onnx_providers
+
+        return usable_onnx_providers()
+
+    def load(self, path: Path, options: LoadOptions, *, device: str = "cpu", embedding: bool = False,
+             provider_options: Mapping[str, str] | None = None) -> LoadedModel:
+        if not (path / "genai_config.json").is_file():
+            from slmctl.backends.onnx_encoder import OnnxEncoderModel
+
+            return OnnxEncoderModel.load(path, options, device=device, provider_options=provider_options)
+        og = import_genai()
+        start = time.perf_counter_ns()
+        try:
+            config = og.Config(str(path))
+            config.clear_providers()
+            if device != "cpu":
+                provider = GENAI_PROVIDERS.get(device, device)
+                config.append_provider(provider)
+                for key, value in (provider_options or {}).items():
+                    config.set_provider_option(provider, key, str(value))
+            if options.num_thread:
+                config.overlay(json.dumps({"model": {"decoder": {"session_options": {
+                    ONNX_GENAI_NAMES["num_thread"]: options.num_thread}}}}))
+            model = og.Model(config)
+            tokenizer = og.Tokenizer(model)
+        except RuntimeError as exc:
+            raise self._load_error(path, device, exc) from exc
+        load_ns = time.perf_counter_ns() - start
+        context = _context_length(path)
+        limit = min(options.num_ctx, context) if options.num_ctx else context
+        info = LoadedInfo("onnx", device, limit, load_ns, read_chat_template(path))
+        return OnnxGenaiModel(og, model, tokenizer, info, _eos_ids(tokenizer))
+
+    @staticmethod
+    def _load_error(path: Path, device: str, exc: RuntimeError) -> Exception:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if device != "cpu" and any(w in reason.lower() for w in ("provider", "not available", "not supported",
+                                                                  "cannot load", "library")):
+            return DeviceUnavailable(f"the {device} execution provider failed to start: {reason}",
+                                     "run 'slmctl doctor' to see the usable providers, or use --device cpu")
+        if any(w in reason.lower() for w in ("json", "config", "parse", "protobuf", "invalid", "no such file")):
+            return InvalidModelFile(f"onnxruntime-genai refused {path.name}: {reason}",
+                                    "the ONNX model folder is incomplete or not supported by this runtime")
+        return OperationFailed(f"onnxruntime-genai could not load the model: {reason}")
+
+
+def _context_length(path: Path) -> int:
+    config = json.loads((path / "genai_config.json").read_text(encoding="utf-8"))
+    model = config.get("model", {})
+    return int(model.get("context_length") or config.get("search", {}).get("max_length") or 2048)
+
+
+def _eos_ids(tokenizer: Any) -> frozenset[int]:
+    try:
+        return frozenset(int(t) for t in tokenizer.eos_token_ids)
+    except (AttributeError, TypeError):
+        return frozenset()
+
+
+class OnnxGenaiModel(LoadedModel):
+    """One ``og.Model`` (safe to share between threads; one generator per generation)."""
+
+    def __init__(self, og: Any, model: Any, tokenizer: Any, info: LoadedInfo, eos_ids: frozenset[int]) -> None:
+        self._og = og
+        self._model = model
+        self._tokenizer = tokenizer
+        self._eos = eos_ids
+        self.info = info
+
+    def unsupported(self, options: SamplingOptions) -> list[str]:
+        return unsupported_options(RUNTIME, ONNX_GENAI_UNSUPPORTED, options)
+
+    # -- prompt --------------------------------------------------------------------------------
+    def prompt_text(self, request: GenerateRequest) -> str:
+        if request.messages is None:
+            return request.prompt or ""
+        if self.info.chat_template is None:
+            return fallback_prompt(request.messages)
+        payload = json.dumps([{"role": m.role, "content": m.content} for m in request.messages])
+        try:
+            return self._tokenizer.apply_chat_template(payload, add_generation_prompt=True)
+        except RuntimeError as exc:
+            raise OperationFailed(f"the model's chat template failed: {exc}") from exc
+
+    def prompt_tokens(self, request: GenerateRequest) -> list[int]:
+        return [int(t) for t in self._tokenizer.encode(self.prompt_text(request))]
+
+    # -- generation ----------------------------------------------------------------------------
+    def generate(self, request: GenerateRequest) -> Generation:
+        return Generation(lambda stats, cancel: self._run(request, stats, cancel))
+
+    def _params(self, options: SamplingOptions, max_length: int, json_format: Any) -> Any:
+        params = self._og.GeneratorParams(self._model)
+        greedy = options.temperature <= 0
+        search: dict[str, Any] = {"max_length": max_length, "do_sample": not greedy}
+        if not greedy:
+            search.update({
+                ONNX_GENAI_NAMES["temperature"]: options.temperature,
+                ONNX_GENAI_NAMES["top_k"]: options.top_k or 0,
+                ONNX_GENAI_NAMES["top_p"]: options.top_p,
+                ONNX_GENAI_NAMES["seed"]: options.seed if options.seed >= 0 else random.randrange(2**31),
+            })
+        search[ONNX_GENAI_NAMES["repeat_penalty"]] = options.repeat_penalty
+        params.set_search_options(**search)
+        if json_format is not None:
+            schema = json_format if isinstance(json_format, dict) else ANY_JSON_SCHEMA
+            params.set_guidance("json_schema", json.dumps(schema))
+        return params
+
+    def _run(self, request: GenerateRequest, stats: Stats, cancel: threading.Event) -> Iterator[str]:
+        options = request.options
+        tokens = self.prompt_tokens(request)
+        n_ctx = self.info.context_length
+        if len(tokens) >= n_ctx:
+            raise OperationFailed(f"the prompt is {len(tokens)} tokens but the context holds {n_ctx}",
+                                  "shorten the prompt or raise the context: --param num_ctx=N")
+        room = n_ctx - len(tokens)
+        limit = min(options.num_predict, room) if options.num_predict >= 0 else room
+        stats.prompt_eval_count = len(tokens)
+        stats.done_reason = "length"
+        if limit == 0:
+            return
+        try:
+            generator = self._og.Generator(self._model, self._params(options, len(tokens) + limit,
+                                                                      request.json_format))
+        except RuntimeError as exc:
+            raise OperationFailed(f"onnxruntime-genai could not start the generation: {exc}") from exc
+        yield from self._token_loop(generator, tokens, limit, options, stats, cancel)
+
+    def _token_loop(self, generator: Any, tokens: list[int], limit: int, options: SamplingOptions,
+                    stats: Stats, cancel: threading.Event) -> Iterator[str]:
+        stream = self._tokenizer.create_stream()
+        matcher = StopMatcher(options.stop)
+        count = 0
+        start = time.perf_counter_ns()
+        first = start
+        try:
+            generator.append_tokens(tokens)
+            while not generator.is_done():
+                generator.generate_next_token()
+                token = int(generator.get_next_tokens()[0])
+                if count == 0:
+                    first = time.perf_counter_ns()
+                    stats.prompt_eval_duration = stats.time_to_first_token = first - start
+                if token in self._eos:
+                    stats.done_reason = "stop"
+                    break
+                count += 1
+                text = matcher.feed(stream.decode(token))
+                if text:
+                    yield text
+                if matcher.stopped:
+                    stats.done_reason = "stop"
+                    break
+                if count >= limit or cancel.is_set():
+                    break
+        finally:
+            stats.eval_count = count
+            stats.eval_duration = time.perf_counter_ns() - first if count else 0
+            del generator
+        rest = matcher.flush()
+        if rest:
+            yield rest
+
+    # -- other calls ---------------------------------------------------------------------------
+    def tokenize(self, text: str, *, special: bool = False) -> list[int]:
+        return [int(t) for t in self._tokenizer.encode(text)]
+
+    def detokenize(self, tokens: list[int]) -> str:
+        import numpy as np
+
+        return self._tokenizer.decode(np.asarray(tokens, dtype=np.int32))
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        raise OperationFailed("this ONNX GenAI model is a text generator; embeddings need an encoder model",
+                              "import a sentence-embedding ONNX export (model.onnx + tokenizer.json)")
+
+    def close(self) -> None:
+        self._model = None
+        self._tokenizer = None

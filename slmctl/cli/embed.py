@@ -1,0 +1,44 @@
+"""``slmctl embed NAME [TEXT]...``: embedding vectors as JSON (GGUF or ONNX encoder models)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+COMMAND = {
+    "name": "embed",
+    "help": "Print embedding vectors of texts as JSON (one per TEXT, or stdin as one text).",
+    "epilog": "Examples:\n\n  slmctl embed nomic-embed-text \"The sky is blue\" \"Grass is green\"\n\n"
+    "  cat doc.txt | slmctl embed my-encoder | jq '.embeddings[0] | length'\n\n"
+    "Output: {\"model\", \"embeddings\": [[...], ...]} with L2-normalised vectors, as Ollama's /api/embed.",
+}
+
+
+def command(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Model name[:tag].", show_default=False),
+    texts: Optional[list[str]] = typer.Argument(None, help="Texts to embed.", show_default=False),
+    device: Optional[str] = typer.Option(None, "--device", help="npu, gpu, cpu or a provider/device name."),
+) -> None:
+    import time
+
+    from slmctl.cli.output import print_json
+    from slmctl.errors import UsageError
+    from slmctl.options import build_options
+
+    app = ctx.obj
+    inputs = list(texts or [])
+    if not inputs and not app.stdin_is_tty:
+        piped = app.stdin.read()
+        if piped.strip():
+            inputs = [piped]
+    if not inputs:
+        raise UsageError("nothing to embed: give TEXT arguments or pipe text into stdin")
+    engine = app.engine()
+    manifest = engine.manifest(name)
+    load, _ = build_options(engine.defaults(manifest).params)
+    start = time.perf_counter_ns()
+    vectors = engine.embed(manifest, inputs, load, device=device)
+    print_json({"model": str(manifest.ref), "embeddings": vectors,
+                "total_duration": time.perf_counter_ns() - start}, app.stdout)

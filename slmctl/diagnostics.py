@@ -1,0 +1,84 @@
+"""The ``slmctl doctor`` report: hardware, runtimes, usable devices and what ``run`` would pick.
+
+Owns the gathering only (the command renders). :func:`collect` returns one JSON-ready dict and never
+raises: every section is guarded, and a failure lands in ``problems`` while its field says
+``"unknown"`` (or stays empty). The hardware and runtime probes are injectable for tests.
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from typing import Any
+
+from slmctl import __version__
+from slmctl.devices import DEFAULT_PREFERENCE, describe_choice
+from slmctl.hardware import UNKNOWN, CpuInfo, HardwareReport, MemoryInfo, guarded, probe_hardware
+
+
+def _platform() -> str:
+    return platform.platform()
+
+
+def _cpu(cpu: CpuInfo) -> dict[str, Any]:
+    return {"model": cpu.model, "arch": cpu.arch, "cores": cpu.cores_physical or cpu.cores_logical,
+            "cores_physical": cpu.cores_physical, "cores_logical": cpu.cores_logical, "features": list(cpu.features)}
+
+
+def _gguf_section(runtime: Any) -> dict[str, Any]:
+    info = runtime.gguf_build_info()
+    return {"installed": info["installed"], "version": info["version"], "devices": info["devices"],
+            "gpu_offload": info["gpu_offload"], "system_info": info["system_info"],
+            "ggml_devices": info["backends"], "problems": info["problems"]}
+
+
+def _onnx_section(runtime: Any) -> dict[str, Any]:
+    info = runtime.onnx_build_info()
+    status = runtime.onnx_provider_status()
+    return {"installed": info["installed"], "version": info["genai_version"],
+            "onnxruntime_version": info["onnxruntime_version"], "providers": runtime.usable_onnx_providers(),
+            "provider_status": {name: {"usable": s.usable, "reason": s.reason} for name, s in status.items()},
+            "ort_providers": info["ort_providers"]}
+
+
+def collect(*, hardware: Callable[[], HardwareReport] = probe_hardware, runtime: Any = None,
+            preference: Sequence[str] = DEFAULT_PREFERENCE, fallback: Sequence[str] | None = None) -> dict[str, Any]:
+    """Everything ``slmctl doctor`` reports, as plain JSON types. Never raises.
+
+    ``runtime`` is a :class:`slmctl.backends.providers.RuntimeProbe` (the process default if None).
+    """
+    problems: list[str] = []
+    if runtime is None:
+        from slmctl.backends import providers
+
+        runtime = providers.default_probe
+    report = guarded(problems, "hardware", hardware, HardwareReport(CpuInfo(), MemoryInfo(), [], []))
+    problems.extend(report.problems)
+    gguf = guarded(problems, "backends/gguf", lambda: _gguf_section(runtime),
+                   {"installed": False, "version": None, "devices": [], "gpu_offload": False,
+                    "system_info": None, "ggml_devices": [], "problems": []})
+    problems.extend(f"backends/{p}" for p in gguf.pop("problems"))
+    onnx = guarded(problems, "backends/onnx", lambda: _onnx_section(runtime),
+                   {"installed": False, "version": None, "onnxruntime_version": None, "providers": [],
+                    "provider_status": {}, "ort_providers": []})
+    selection: dict[str, str | None] = {}
+    for fmt, usable in (("gguf", gguf["devices"]), ("onnx", onnx["providers"])):
+        choice = describe_choice(fmt, None, usable, preference=preference, fallback=fallback)
+        selection[fmt] = choice.device
+        if choice.error:
+            problems.append(f"selection/{fmt}: {choice.error}")
+    return {
+        "slmctl_version": __version__,
+        "platform": guarded(problems, "platform", _platform, UNKNOWN),
+        "python": platform.python_version(),
+        "python_executable": sys.executable,
+        "cpu": _cpu(report.cpu),
+        "memory": {"total": report.memory.total, "available": report.memory.available},
+        "gpus": [asdict(g) for g in report.gpus],
+        "npus": [asdict(n) for n in report.npus],
+        "backends": {"gguf": gguf, "onnx": onnx},
+        "selection": selection,
+        "problems": problems,
+    }
