@@ -75,14 +75,22 @@ def _unavailable(fmt: str, requested: str, usable: Sequence[str]) -> DeviceUnava
                              hint=f"usable here: {', '.join(usable) or 'none'}")
 
 
+def _preference_entry(fmt: str, name: str) -> str:
+    """A preference entry: a class or a name; a name of the *other* format reads as ``auto`` (skipped)."""
+    key = name.strip().lower()
+    if key not in vocabulary(fmt) and any(key in names for names in _VOCABULARY.values()):
+        return AUTO
+    return _normalise(fmt, name)
+
+
 def select_device(fmt: str, requested: str | None, usable: Sequence[str], *,
                   preference: Sequence[str] = DEFAULT_PREFERENCE, fallback: Sequence[str] | None = None) -> str:
     """The concrete device name to run a ``fmt`` model on.
 
     ``requested`` is ``None``/``"auto"`` (walk ``preference`` then ``fallback``, each entry a class or
-    a name), a class (best usable name of that class) or a name (used as is if usable). Raises
-    :class:`UsageError` for a name ``fmt`` does not know and :class:`DeviceUnavailable` when nothing
-    that fits is usable.
+    a name; names of the other format only are skipped), a class (the best usable name of that class)
+    or a name (used as is if usable). Raises :class:`UsageError` for a name ``fmt`` does not know and
+    :class:`DeviceUnavailable` when nothing that fits is usable.
     """
     wanted = AUTO if requested is None else _normalise(fmt, requested)
     if wanted != AUTO:
@@ -90,10 +98,9 @@ def select_device(fmt: str, requested: str | None, usable: Sequence[str], *,
         if not found:
             raise _unavailable(fmt, requested or wanted, usable)
         return found[0]
-    order = list(dict.fromkeys(_normalise(fmt, p) for p in (*preference, *(fallback or ()))))
+    order = list(dict.fromkeys(_preference_entry(fmt, p) for p in (*preference, *(fallback or ()))))
+    order = [entry for entry in order if entry != AUTO]
     for entry in order:
-        if entry == AUTO:
-            continue
         found = _usable_of(fmt, entry, usable)
         if found:
             return found[0]
@@ -101,7 +108,7 @@ def select_device(fmt: str, requested: str | None, usable: Sequence[str], *,
         raise DeviceUnavailable(f"no device is available for {fmt} models on this machine",
                                 hint="usable here: none; run 'slmctl doctor' to see why")
     raise DeviceUnavailable(
-        f"none of the preferred devices ({', '.join(order)}) is available for {fmt} models on this machine",
+        f"none of the preferred devices ({', '.join(order) or 'none apply'}) is available for {fmt} models on this machine",
         hint=f"usable here: {', '.join(usable)}",
     )
 

@@ -98,6 +98,9 @@ def test_preference_and_fallback() -> None:
     assert info.value.hint == "usable here: cpu"
     with pytest.raises(UsageError):
         select_device("onnx", None, ["cpu"], preference=("tpu",))
+    # one preference list serves both formats: names of the other format are skipped
+    assert select_device("gguf", None, ["metal", "cpu"], preference=("qnn", "dml", "metal", "cpu")) == "metal"
+    assert select_device("onnx", None, ["dml", "cpu"], preference=("metal", "dml", "cpu")) == "dml"
 
 
 def test_an_explicit_request_ignores_the_preference() -> None:

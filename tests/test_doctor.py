@@ -109,8 +109,9 @@ def test_collect_with_fakes_and_preferences() -> None:
     cpu_first = collect(hardware=fake_hardware, runtime=fake_runtime(), preference=("cpu",))
     assert cpu_first["selection"] == {"gguf": "cpu", "onnx": "cpu"}
     gpu_only = collect(hardware=fake_hardware, runtime=fake_runtime(), preference=("dml",))
-    assert gpu_only["selection"] == {"gguf": None, "onnx": None}  # dml is no GGUF device: a usage problem
+    assert gpu_only["selection"] == {"gguf": None, "onnx": None}
     assert any(p.startswith("selection/onnx: none of the preferred devices") for p in gpu_only["problems"])
+    assert any(p.startswith("selection/gguf: none of the preferred devices (none apply)") for p in gpu_only["problems"])
 
 
 def test_render_with_fakes() -> None:
