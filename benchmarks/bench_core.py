@@ -27,7 +27,6 @@ Not part of the test suite; about a minute with the defaults here (2 cores), ~2.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import statistics
@@ -37,8 +36,22 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-PROMPT = "Write a short story about a llama who learns to program computers."
+from _common import (
+    PROMPT,
+    base_parser,
+    bench_rounds,
+    build_once,
+    child_env,
+    import_model,
+    parse_json,
+    print_summary,
+    remove_home_on_sigterm,
+    run_script,
+    run_slmctl,
+    slmctl,
+    summarize,
+    write_output,
+)
 
 RAW_SCRIPT = r"""
 import json, os, sys, time
@@ -80,90 +93,31 @@ _lc.llama_model_default_params = _params
 def parse_args() -> argparse.Namespace:
     import psutil
 
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--tokens", type=int, default=128, help="tokens generated per run")
-    p.add_argument("--rounds", type=int, default=5, help="interleaved A/B rounds")
+    p = base_parser(__doc__.split("\n\n")[0], rounds=5)
     p.add_argument("--threads", type=int, default=psutil.cpu_count(logical=False) or os.cpu_count(),
                    help="num_thread / n_threads (default: physical cores)")
-    p.add_argument("--cache-dir", type=Path, default=REPO / "benchmarks" / ".cache", help="where the model is kept")
     p.add_argument("--quant", default="Q4_K_M", help="quantization of the bench model")
     p.add_argument("--no-extra-bufts", action="store_true",
                    help="turn llama.cpp's extra buffer types (AMX, repack) off without probing")
-    p.add_argument("--output", type=Path, help="also write the results as JSON here")
     return p.parse_args()
 
 
 def build_model(cache_dir: Path, quant: str) -> Path:
     """The bench model in the cache dir, written (atomically) only when missing."""
-    path = cache_dir / f"bench-{quant}.gguf"
-    if not path.exists():
-        sys.path.insert(0, str(REPO))
+
+    def write(target: Path) -> Path:
         from slmctl.testing.tiny_gguf import write_bench_gguf
 
-        cache_dir.mkdir(parents=True, exist_ok=True)
-        print(f"building {path.name} ...", flush=True)
-        tmp = write_bench_gguf(path.with_name(path.name + ".part"), quant)
-        os.replace(tmp, path)
-    return path
+        return write_bench_gguf(target, quant)
 
-
-def child_env(home: Path, shim: Path | None = None) -> dict[str, str]:
-    """Environment of every child: our SLMCTL_HOME, the repo (and the shim) on PYTHONPATH."""
-    paths = ([str(shim)] if shim else []) + [str(REPO)] + [p for p in [os.environ.get("PYTHONPATH")] if p]
-    return {**os.environ, "SLMCTL_HOME": str(home), "PYTHONPATH": os.pathsep.join(paths)}
-
-
-def slmctl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "slmctl", *args], env=env, capture_output=True, text=True)
-
-
-def parse_json(proc: subprocess.CompletedProcess[str], what: str) -> dict:
-    if proc.returncode != 0:
-        sys.exit(f"{what} failed (rc {proc.returncode}):\n{proc.stderr[-2000:]}")
-    return json.loads(proc.stdout)
-
-
-def run_slmctl(env: dict[str, str], tokens: int, threads: int) -> dict:
-    """A: the real CLI in a fresh interpreter."""
-    proc = slmctl(env, "run", "bench", PROMPT, "--json", "--max-tokens", str(tokens), "--seed", "1",
-                  "--param", f"num_thread={threads}")
-    return parse_json(proc, "slmctl run")
+    return build_once(cache_dir / f"bench-{quant}.gguf", write)
 
 
 def raw_proc(env: dict[str, str], blob: Path, n_ctx: int, tokens: int,
              threads: int) -> subprocess.CompletedProcess[str]:
     """B: RAW_SCRIPT in a fresh interpreter (its JSON figures on stdout)."""
     cfg = {"model": str(blob), "n_ctx": n_ctx, "tokens": tokens, "threads": threads, "prompt": PROMPT}
-    command = [sys.executable, "-c", RAW_SCRIPT, json.dumps(cfg)]
-    return subprocess.run(command, env=env, capture_output=True, text=True)
-
-
-def figures(result: dict) -> dict:
-    """Decode tok/s and load ms, the same way for both sides."""
-    if not result.get("eval_count") or not result.get("eval_duration"):
-        sys.exit(f"a run did not produce the expected tokens: {json.dumps(result)[:500]}")
-    return {"tok_s": result["eval_count"] / (result["eval_duration"] / 1e9),
-            "load_ms": result["load_duration"] / 1e6, "eval_count": result["eval_count"],
-            "response": result["response"]}
-
-
-def bench_rounds(env: dict[str, str], blob: Path, n_ctx: int, args: argparse.Namespace) -> list[dict]:
-    rounds = []
-    for i in range(args.rounds):
-        order = "AB" if i % 2 == 0 else "BA"
-        row: dict = {"order": order}
-        for side in order:
-            if side == "A":
-                row["A"] = figures(run_slmctl(env, args.tokens, args.threads))
-            else:
-                row["B"] = figures(parse_json(raw_proc(env, blob, n_ctx, args.tokens, args.threads), "raw run"))
-        row["same_text"] = row["A"].pop("response") == row["B"].pop("response")
-        rounds.append(row)
-        a, b = row["A"], row["B"]
-        print(f"  round {i + 1:>2} ({order})  A {a['tok_s']:7.2f} tok/s {a['load_ms']:7.1f} ms   "
-              f"B {b['tok_s']:7.2f} tok/s {b['load_ms']:7.1f} ms   A/B {a['tok_s'] / b['tok_s']:.3f}"
-              f"   same text: {'yes' if row['same_text'] else 'NO'}", flush=True)
-    return rounds
+    return run_script(env, RAW_SCRIPT, cfg)
 
 
 def time_cli(env: dict[str, str], args: list[str], runs: int = 10) -> dict:
@@ -177,23 +131,9 @@ def time_cli(env: dict[str, str], args: list[str], runs: int = 10) -> dict:
     return {"median_s": statistics.median(times), "min_s": min(times)}
 
 
-def summarize(rounds: list[dict]) -> dict:
-    med = {side: {k: statistics.median(r[side][k] for r in rounds) for k in ("tok_s", "load_ms")} for side in "AB"}
-    return {
-        "median": med,
-        "decode_ratio": med["A"]["tok_s"] / med["B"]["tok_s"],
-        "decode_ratio_paired": statistics.median(r["A"]["tok_s"] / r["B"]["tok_s"] for r in rounds),
-        "load_ratio": med["A"]["load_ms"] / med["B"]["load_ms"],
-    }
-
-
 def setup_home(tmp: Path, model: Path) -> tuple[dict[str, str], Path, int]:
     """Import the model into a fresh SLMCTL_HOME with the CLI; return its env, stored blob and n_ctx."""
-    env = child_env(tmp / "home")
-    imported = slmctl(env, "import", str(model), "--name", "bench")
-    if imported.returncode != 0:
-        sys.exit(f"slmctl import failed:\n{imported.stderr}")
-    info = parse_json(slmctl(env, "show", "bench", "--json"), "slmctl show")
+    env, info = import_model(tmp, model, "bench")
     blob = tmp / "home" / "models" / "blobs" / info["files"][0]["digest"].replace(":", "-")
     return env, blob, min(4096, info.get("context_length") or 4096)  # slmctl: num_ctx 4096, capped
 
@@ -206,18 +146,9 @@ def extra_bufts_crash(env: dict[str, str], blob: Path, n_ctx: int, threads: int)
     return probe.returncode == -signal.SIGILL
 
 
-def print_summary(summary: dict) -> None:
-    med, ratio = summary["median"], summary["decode_ratio"]
-    print(f"  median           A {med['A']['tok_s']:7.2f} tok/s {med['A']['load_ms']:7.1f} ms   "
-          f"B {med['B']['tok_s']:7.2f} tok/s {med['B']['load_ms']:7.1f} ms")
-    print(f"decode tok/s slmctl/raw: {ratio:.3f} (median of per-round ratios {summary['decode_ratio_paired']:.3f}; "
-          f"goal >= 0.98: {'ok' if ratio >= 0.98 else 'MISSED'})")
-    print(f"load time    slmctl/raw: {summary['load_ratio']:.3f}", flush=True)
-
-
 def main() -> None:
     args = parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the temporary SLMCTL_HOME is removed
+    remove_home_on_sigterm()
     model = build_model(args.cache_dir, args.quant)
     with tempfile.TemporaryDirectory(prefix="slmctl-bench-") as tmp_name:
         tmp = Path(tmp_name)
@@ -233,17 +164,19 @@ def main() -> None:
         print(f"model {model.name} {blob.stat().st_size / 1e6:.0f} MB, {args.tokens} tokens, "
               f"{args.threads} threads, n_ctx {n_ctx}{note}")
         print("A = slmctl run --json, B = raw llama-cpp-python (each a fresh process)", flush=True)
-        rounds = bench_rounds(run_env, blob, n_ctx, args)
+        rounds = bench_rounds(
+            args.rounds,
+            lambda: run_slmctl(run_env, "bench", args.tokens, "--param", f"num_thread={args.threads}"),
+            lambda: parse_json(raw_proc(run_env, blob, n_ctx, args.tokens, args.threads), "raw run"))
         summary = summarize(rounds)
         print_summary(summary)
         cli = {"--help": time_cli(env, ["--help"]), "list": time_cli(env, ["list"])}
     for name, t in cli.items():
         goal = f"  (goal < 0.2 s: {'ok' if t['median_s'] < 0.2 else 'MISSED'})" if name == "--help" else ""
         print(f"slmctl {name:<7} median {t['median_s']:.3f} s  min {t['min_s']:.3f} s{goal}")
-    if args.output:
-        result = {"model": model.name, "quant": args.quant, "tokens": args.tokens, "threads": args.threads,
-                  "n_ctx": n_ctx, "extra_bufts_off": bufts_off, "rounds": rounds, **summary, "cli": cli}
-        args.output.write_text(json.dumps(result, indent=2) + "\n")
+    write_output(args.output, {"model": model.name, "quant": args.quant, "tokens": args.tokens,
+                               "threads": args.threads, "n_ctx": n_ctx, "extra_bufts_off": bufts_off,
+                               "rounds": rounds, **summary, "cli": cli})
 
 
 if __name__ == "__main__":

@@ -30,24 +30,32 @@ class _NvmlMemory(ctypes.Structure):
     _fields_ = [("total", ctypes.c_ulonglong), ("free", ctypes.c_ulonglong), ("used", ctypes.c_ulonglong)]
 
 
-def _nvml_check(code: int, call: str) -> None:
-    if code != 0:
-        raise NvmlError(f"{call} returned NVML error {code}")
+def _nvml_check(lib: Any, code: int, call: str) -> None:
+    if code == 0:
+        return
+    try:
+        describe = lib.nvmlErrorString
+        describe.restype = ctypes.c_char_p
+        text = describe(code)
+        text = text.decode(errors="replace") if isinstance(text, bytes) else str(text)
+    except Exception:  # noqa: BLE001 - an old or odd library: the number will do
+        text = ""
+    raise NvmlError(f"{call} returned NVML error {code}" + (f" ({text})" if text else ""))
 
 
 def nvml_gpus(lib: Any) -> list[GpuInfo]:
     """NVIDIA GPUs from a loaded NVML library (ctypes semantics)."""
-    _nvml_check(lib.nvmlInit_v2(), "nvmlInit_v2")
+    _nvml_check(lib, lib.nvmlInit_v2(), "nvmlInit_v2")
     try:
         buf = ctypes.create_string_buffer(96)
         driver = buf.value.decode(errors="replace") if lib.nvmlSystemGetDriverVersion(buf, 96) == 0 else None
         count = ctypes.c_uint(0)
-        _nvml_check(lib.nvmlDeviceGetCount_v2(ctypes.byref(count)), "nvmlDeviceGetCount_v2")
+        _nvml_check(lib, lib.nvmlDeviceGetCount_v2(ctypes.byref(count)), "nvmlDeviceGetCount_v2")
         gpus = []
         for index in range(count.value):
             handle = ctypes.c_void_p()
-            _nvml_check(lib.nvmlDeviceGetHandleByIndex_v2(ctypes.c_uint(index), ctypes.byref(handle)),
-                        "nvmlDeviceGetHandleByIndex_v2")
+            code = lib.nvmlDeviceGetHandleByIndex_v2(ctypes.c_uint(index), ctypes.byref(handle))
+            _nvml_check(lib, code, "nvmlDeviceGetHandleByIndex_v2")
             name = buf.value.decode(errors="replace") if lib.nvmlDeviceGetName(handle, buf, 96) == 0 else UNKNOWN
             memory = _NvmlMemory()
             total = memory.total if lib.nvmlDeviceGetMemoryInfo(handle, ctypes.byref(memory)) == 0 else None
@@ -144,7 +152,8 @@ def _drm_gpus(host: Host, run: Runner, problems: list[str], skip_nvidia: bool) -
         api = "rocm" if rocm or host.path("/dev/kfd").exists() else UNKNOWN
         for i, gpu in enumerate(amd):
             name, vram = rocm[i] if i < len(rocm) else (None, None)
-            gpus[gpus.index(gpu)] = GpuInfo(gpu.index, "amd", name or gpu.name, gpu.memory_total or vram, gpu.driver, api)
+            memory = gpu.memory_total or vram
+            gpus[gpus.index(gpu)] = GpuInfo(gpu.index, "amd", name or gpu.name, memory, gpu.driver, api)
     if skip_nvidia is False and any(g.vendor == "nvidia" for g in gpus):
         problems.append("gpu/nvidia: an NVIDIA device is present but neither NVML nor nvidia-smi answered")
     return gpus
@@ -188,7 +197,8 @@ def probe_gpus(host: Host, run: Runner, problems: list[str]) -> list[GpuInfo]:
     if host.system == "Linux":
         gpus += guarded(problems, "gpu/drm", lambda: _drm_gpus(host, run, problems, bool(gpus)), [])
     elif host.system == "Darwin" and host.arch == "arm64":
-        name = guarded(problems, "gpu/metal", lambda: run(["sysctl", "-n", "machdep.cpu.brand_string"], 3.0).strip(), "")
+        brand = ["sysctl", "-n", "machdep.cpu.brand_string"]
+        name = guarded(problems, "gpu/metal", lambda: run(brand, 3.0).strip(), "")
         memory = guarded(problems, "gpu/metal", lambda: _sysctl_int(run, "hw.memsize"), None)
         gpus.append(GpuInfo(0, "apple", name or "Apple Silicon GPU", memory, None, "metal"))
     elif host.system == "Windows":  # pragma: no cover - Windows only

@@ -108,7 +108,8 @@ def select_device(fmt: str, requested: str | None, usable: Sequence[str], *,
         raise DeviceUnavailable(f"no device is available for {fmt} models on this machine",
                                 hint="usable here: none; run 'slmctl doctor' to see why")
     raise DeviceUnavailable(
-        f"none of the preferred devices ({', '.join(order) or 'none apply'}) is available for {fmt} models on this machine",
+        f"none of the preferred devices ({', '.join(order) or 'none apply'}) is available for {fmt} models "
+        "on this machine",
         hint=f"usable here: {', '.join(usable)}",
     )
 

@@ -59,12 +59,15 @@ def collect(*, hardware: Callable[[], HardwareReport] = probe_hardware, runtime:
     gguf = guarded(problems, "backends/gguf", lambda: _gguf_section(runtime),
                    {"installed": False, "version": None, "devices": [], "gpu_offload": False,
                     "system_info": None, "ggml_devices": [], "problems": []})
-    problems.extend(f"backends/{p}" for p in gguf.pop("problems"))
+    problems.extend(f"backends/{p}" for p in gguf.pop("problems"))  # "backends/gguf/..."
     onnx = guarded(problems, "backends/onnx", lambda: _onnx_section(runtime),
                    {"installed": False, "version": None, "onnxruntime_version": None, "providers": [],
                     "provider_status": {}, "ort_providers": []})
     selection: dict[str, str | None] = {}
-    for fmt, usable in (("gguf", gguf["devices"]), ("onnx", onnx["providers"])):
+    for fmt, section, usable in (("gguf", gguf, gguf["devices"]), ("onnx", onnx, onnx["providers"])):
+        if not section["installed"]:
+            selection[fmt] = None
+            continue
         choice = describe_choice(fmt, None, usable, preference=preference, fallback=fallback)
         selection[fmt] = choice.device
         if choice.error:

@@ -248,4 +248,4 @@ def probe_hardware(*, host: Host | None = None, runner: Runner | None = None) ->
 
     gpus = guarded(problems, "gpu", lambda: accelerators.probe_gpus(host, run, problems), [])
     npus = guarded(problems, "npu", lambda: accelerators.probe_npus(host, run, problems), [])
-    return HardwareReport(cpu, memory, gpus, npus, problems)
+    return HardwareReport(cpu, memory, gpus, npus, list(dict.fromkeys(problems)))

@@ -139,3 +139,16 @@ def test_everything_failing_never_crashes() -> None:
     text = render(report)
     assert "unknown" in text and text.splitlines()[-1] == "run would use: gguf -> none, onnx -> none"
     assert "probe exploded" in render(report, debug=True)
+
+
+def test_runtimes_not_installed() -> None:
+    status = {"cpu": ProviderStatus(False, "onnxruntime-genai is not installed")}
+    runtime = RuntimeProbe(gguf=lambda: GgufBuild(False, problems=["gguf/import: no llama_cpp"]),
+                           onnx=lambda: OnnxBuild(False, status=status))
+    report = collect(hardware=fake_hardware, runtime=runtime)
+    assert report["selection"] == {"gguf": None, "onnx": None}
+    assert report["backends"]["gguf"]["installed"] is False and report["backends"]["onnx"]["providers"] == []
+    assert "backends/gguf/import: no llama_cpp" in report["problems"]
+    text = render(report)
+    assert "  gguf   not installed" in text and "  onnx   not installed" in text
+    assert text.splitlines()[-1] == "run would use: gguf -> none, onnx -> none"

@@ -217,6 +217,13 @@ def test_failing_nvml_falls_back_to_nvidia_smi_and_says_why(tmp_path: Path) -> N
     assert "gpu/nvml: nvmlInit_v2 returned NVML error 9" in report.problems
 
 
+def test_nvml_error_strings_are_used_when_the_library_has_them(tmp_path: Path) -> None:
+    lib = FakeNvml([], init_code=9)
+    lib.nvmlErrorString = lambda code: b"Driver Not Loaded"  # type: ignore[attr-defined]
+    report = probe_hardware(host=make_host(tmp_path, load_library=lambda name: lib), runner=make_runner({}))
+    assert report.problems == ["gpu/nvml: nvmlInit_v2 returned NVML error 9 (Driver Not Loaded)"]
+
+
 def test_failing_nvidia_smi_is_a_problem(tmp_path: Path) -> None:
     runner = make_runner({"nvidia-smi": CommandFailed("nvidia-smi exited with status 9: NVIDIA-SMI has failed")})
     report = probe_hardware(host=make_host(tmp_path), runner=runner)

@@ -158,7 +158,8 @@ def test_gpu_kind_from_system_info_when_the_registry_fails() -> None:
     def registry(_: Any) -> Any:
         raise AttributeError("no ggml_backend_dev_count")
 
-    build = probe_gguf(lambda: fake_llama(True, "Vulkan : ... | CPU : NEON = 1 |"), registry, lambda: ("Linux", "arm64"))
+    llama = fake_llama(True, "Vulkan : ... | CPU : NEON = 1 |")
+    build = probe_gguf(lambda: llama, registry, lambda: ("Linux", "arm64"))
     assert build.devices == ["vulkan", "cpu"]
     assert build.problems == ["gguf/ggml-registry: no ggml_backend_dev_count"]
 

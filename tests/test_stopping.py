@@ -15,12 +15,20 @@ def stream(stops: list[str], pieces: list[str]) -> tuple[str, bool]:
 
 
 def expected(text: str, stops: list[str]) -> tuple[str, bool]:
-    hits = [i for i in (text.find(s) for s in stops if s) if i >= 0]
-    return (text[: min(hits)], True) if hits else (text, False)
+    """Character by character: cut where the first stop string completes (the longest one there)."""
+    for end in range(1, len(text) + 1):
+        done = [s for s in stops if s and text[:end].endswith(s)]
+        if done:
+            return text[: end - max(map(len, done))], True
+    return text, False
 
 
 def test_stop_split_across_pieces_does_not_leak() -> None:
     assert stream(["<|end|>"], ["Hello <|", "end", "|> more"]) == ("Hello ", True)
+
+
+def test_the_stop_that_completes_first_wins_whatever_the_chunking() -> None:
+    assert stream(["a", "#aa"], ["#a", "a"]) == stream(["a", "#aa"], ["#aa"]) == ("#", True)
 
 
 def test_partial_stop_prefix_is_released_at_the_end() -> None:

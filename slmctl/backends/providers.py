@@ -113,7 +113,7 @@ def probe_gguf(load: Callable[[], Any] = _load_llama_cpp,
     try:
         llama_cpp = load()
     except Exception as error:  # noqa: BLE001 - ImportError, or a shared library that will not load
-        return GgufBuild(False, problems=[f"llama-cpp-python is not usable: {error}"])
+        return GgufBuild(False, problems=[f"gguf/import: llama-cpp-python is not usable: {error}"])
     problems: list[str] = []
     version = getattr(llama_cpp, "__version__", None)
     info, offload = None, False
@@ -182,6 +182,7 @@ def probe_provider(ort: Any, genai: Any, name: str) -> ProviderStatus:
         return ProviderStatus(False, f"onnxruntime-genai was built without {name} support")
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    options.enable_mem_pattern = False  # DirectML refuses memory patterns; no provider needs them here
     providers: list[Any] = [(ep, PROBE_OPTIONS[name]) if name in PROBE_OPTIONS else ep]
     if name != "cpu":
         providers.append("CPUExecutionProvider")

@@ -2,7 +2,8 @@
 
 Runtimes stop on end-of-sequence tokens; user stop strings are matched here on the decoded text.
 Text that might be the beginning of a stop string is held back until it is decided, so a stop string
-never leaks into the output, even when it arrives split across several tokens.
+never leaks into the output, even when it arrives split across several tokens. Generation stops where
+the first stop string completes, whatever the size of the pieces the text arrives in.
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ class StopMatcher:
         if not self._stops:
             return piece
         text = self._held + piece
-        first = min((i for i in (text.find(s) for s in self._stops) if i >= 0), default=-1)
-        if first >= 0:
+        # the stop string that completes first wins (on a tie, the longer one, which starts earlier)
+        hits = [(i + len(s), i) for s in self._stops if (i := text.find(s)) >= 0]
+        if hits:
             self.stopped = True
             self._held = ""
-            return text[:first]
+            return text[: min(hits)[1]]
         keep = self._longest_partial(text)
         self._held = text[len(text) - keep:] if keep else ""
         return text[: len(text) - keep]

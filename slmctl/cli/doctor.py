@@ -13,7 +13,8 @@ import typer
 
 COMMAND = {
     "name": "doctor",
-    "help": "Show the hardware, the runtimes, the usable devices and the device 'run' would pick.",
+    "help": "Check the hardware, runtimes and devices.\n\nShows CPU, memory, GPUs and NPUs, which devices and "
+            "execution providers each runtime can really use here, and the device 'run' would pick.",
     "epilog": "Examples:\n\n  slmctl doctor\n\n  slmctl --debug doctor\n\n"
               "  slmctl doctor --json | jq -r .selection.onnx",
 }
