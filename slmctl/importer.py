@@ -8,13 +8,14 @@ copied in while hashed, and the manifest is committed atomically (nothing is lef
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from slmctl.errors import InvalidModelFile, UsageError
 from slmctl.formats.gguf_info import GGUFInfo, format_parameter_count, inspect_gguf
 from slmctl.formats.onnx_folder import inspect_onnx_folder
 from slmctl.names import ModelRef, parse_model_ref
-from slmctl.store import FileEntry, Manifest, ModelDetails, ModelStore, SourceInfo, StagedBlob
+from slmctl.store import FileEntry, Manifest, ModelDetails, ModelFormat, ModelStore, SourceInfo, StagedBlob
 
 _NAME_CHARS = re.compile(r"[^a-z0-9._-]+")
 
@@ -38,35 +39,65 @@ def details_from_gguf(info: GGUFInfo) -> ModelDetails:
     )
 
 
-def import_path(store: ModelStore, path: Path, name: str | None = None) -> Manifest:
-    """Import a ``.gguf`` file or an ONNX model folder as ``name`` (default: from the file name)."""
+@dataclass
+class PreparedModel:
+    """Model files validated and staged (hashed copies in the store's tmp/), not yet committed."""
+
+    format: ModelFormat
+    files: list[FileEntry]
+    staged: list[StagedBlob]
+    details: ModelDetails
+    source: Path
+
+    def discard(self) -> None:
+        for blob in self.staged:
+            blob.discard()
+
+
+def prepare_path(store: ModelStore, path: Path) -> PreparedModel:
+    """Validate a ``.gguf`` file or an ONNX model folder and stage its files (nothing is committed)."""
     path = path.expanduser()
     if not path.exists():
         raise UsageError(f"no such file or folder: {path}",
                          "import takes a .gguf file or an ONNX GenAI model folder")
-    ref: ModelRef = parse_model_ref(name if name else default_name(path))
     if path.is_dir():
-        return _import_onnx(store, path, ref)
+        return _prepare_onnx(store, path)
     info = inspect_gguf(path)
-    staged = [store.stage_file(path)]
-    if staged[0].size != info.file_size:
-        _discard(staged)
+    staged = store.stage_file(path)
+    prepared = PreparedModel("gguf", [FileEntry(path=_file_name(path), digest=staged.digest, size=staged.size)],
+                             [staged], details_from_gguf(info), path)
+    if staged.size != info.file_size:
+        prepared.discard()
         raise InvalidModelFile(f"{path} changed while it was being imported", "import it again")
-    files = [FileEntry(path=_file_name(path), digest=staged[0].digest, size=staged[0].size)]
-    return _commit(store, ref, "gguf", files, staged, path, details_from_gguf(info))
+    return prepared
 
 
-def _import_onnx(store: ModelStore, folder: Path, ref: ModelRef) -> Manifest:
+def import_path(store: ModelStore, path: Path, name: str | None = None) -> Manifest:
+    """Import a ``.gguf`` file or an ONNX model folder as ``name`` (default: from the file name)."""
+    ref: ModelRef = parse_model_ref(name if name else default_name(path.expanduser()))
+    prepared = prepare_path(store, path)
+    try:
+        manifest = Manifest(name=ref.name, tag=ref.tag, format=prepared.format, files=prepared.files,
+                            source=SourceInfo(type="local", ref=str(prepared.source.resolve())),
+                            details=prepared.details)
+    except BaseException:
+        prepared.discard()
+        raise
+    return store.commit(manifest, prepared.staged)
+
+
+def _prepare_onnx(store: ModelStore, folder: Path) -> PreparedModel:
     info = inspect_onnx_folder(folder)
-    staged: list[StagedBlob] = []
+    prepared = PreparedModel("onnx", [], [], ModelDetails(), folder)
     try:
         for rel in info.files:
-            staged.append(store.stage_file(folder / rel))
+            blob = store.stage_file(folder / rel)
+            prepared.staged.append(blob)
+            prepared.files.append(FileEntry(path=rel, digest=blob.digest, size=blob.size))
     except BaseException:
-        _discard(staged)
+        prepared.discard()
         raise
-    files = [FileEntry(path=rel, digest=s.digest, size=s.size) for rel, s in zip(info.files, staged)]
-    details = ModelDetails(
+    prepared.details = ModelDetails(
         architecture=info.architecture,
         family="embedding" if info.kind == "encoder" else info.architecture,
         parameter_count=info.parameter_count,
@@ -74,23 +105,7 @@ def _import_onnx(store: ModelStore, folder: Path, ref: ModelRef) -> Manifest:
         quantization=info.quantization,
         context_length=info.context_length,
     )
-    return _commit(store, ref, "onnx", files, staged, folder, details)
-
-
-def _commit(store: ModelStore, ref: ModelRef, fmt: str, files: list[FileEntry], staged: list[StagedBlob],
-            source: Path, details: ModelDetails) -> Manifest:
-    try:
-        manifest = Manifest(name=ref.name, tag=ref.tag, format=fmt, files=files,
-                            source=SourceInfo(type="local", ref=str(source.resolve())), details=details)
-    except BaseException:
-        _discard(staged)
-        raise
-    return store.commit(manifest, staged)
-
-
-def _discard(staged: list[StagedBlob]) -> None:
-    for blob in staged:
-        blob.discard()
+    return prepared
 
 
 def _file_name(path: Path) -> str:
