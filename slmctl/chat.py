@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from slmctl.backends.base import ChatMessage, GenerateRequest, Generation, LoadedModel
-from slmctl.engine import Engine, ModelDefaults
+from slmctl.engine import Engine, ModelDefaults, compose_system
 from slmctl.options import LoadOptions, SamplingOptions, add_value, build_options
 from slmctl.store import Manifest
 
@@ -81,15 +81,34 @@ class ChatSession:
         return model.unsupported(self.options()[1])
 
     # -- conversation --------------------------------------------------------------------------
+    @property
+    def system_context(self) -> str | None:
+        """The system prompt plus the model's knowledge documents."""
+        return compose_system(self.system, self.defaults.documents)
+
     def messages_for(self, prompt: str) -> tuple[ChatMessage, ...]:
-        system = (ChatMessage("system", self.system),) if self.system else ()
+        context = self.system_context
+        system = (ChatMessage("system", context),) if context else ()
         return (*system, *self.history, ChatMessage("user", prompt))
+
+    def request_for(self, prompt: str) -> GenerateRequest:
+        """The request for ``prompt``: chat messages, or a raw prompt built with the model's TEMPLATE."""
+        _, sampling = self.options()
+        if self.defaults.template is not None:
+            from slmctl.modelfile.prompting import render_prompt
+
+            text = render_prompt(self.defaults.template, self.system_context, self.history, prompt)
+            return GenerateRequest(sampling, prompt=text, json_format=self.json_format)
+        return GenerateRequest(sampling, messages=self.messages_for(prompt), json_format=self.json_format)
+
+    def prompt_preview(self, prompt: str) -> str:
+        """The text the model would read for ``prompt`` now (for --debug)."""
+        return self.ensure_loaded().prompt_text(self.request_for(prompt))
 
     def ask(self, prompt: str) -> Generation:
         """Start the answer to ``prompt``; the exchange joins the history once it has finished."""
         model = self.ensure_loaded()
-        _, sampling = self.options()
-        request = GenerateRequest(sampling, messages=self.messages_for(prompt), json_format=self.json_format)
+        request = self.request_for(prompt)
         generation = model.generate(request)
         load_ns, self._pending_load_ns = self._pending_load_ns, 0
 

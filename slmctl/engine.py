@@ -20,6 +20,13 @@ from slmctl.names import parse_model_ref
 from slmctl.options import LoadOptions
 from slmctl.store import Manifest, ModelStore
 
+def compose_system(system: str | None, documents: Sequence[tuple[str, str]]) -> str | None:
+    """The system context: the system prompt followed by the knowledge documents (FILE)."""
+    parts = [system] if system else []
+    parts += [f"<document name=\"{name}\">\n{text.strip()}\n</document>" for name, text in documents]
+    return "\n\n".join(parts) if parts else None
+
+
 @dataclass(frozen=True)
 class ModelDefaults:
     """What a model's Modelfile layers contribute to every request."""
@@ -29,6 +36,8 @@ class ModelDefaults:
     template: str | None = None
     messages: tuple[ChatMessage, ...] = ()
     license: tuple[str, ...] = ()
+    #: Knowledge documents (name, text) from FILE instructions, added to the system context.
+    documents: tuple[tuple[str, str], ...] = ()
 
 
 class Engine:
@@ -55,6 +64,7 @@ class Engine:
             params = {k: v for text in self._layer_text(manifest, "params") for k, v in json.loads(text).items()}
             messages = tuple(ChatMessage(m["role"], m["content"])
                              for text in self._layer_text(manifest, "messages") for m in json.loads(text))
+            documents = tuple((d["name"], d["text"]) for d in map(json.loads, self._layer_text(manifest, "file")))
         except (ValueError, KeyError, TypeError) as exc:
             raise InvalidModelFile(f"model '{manifest.ref}' has a damaged layer: {exc}",
                                    "run 'slmctl verify' or create the model again") from exc
@@ -62,7 +72,7 @@ class Engine:
         templates = self._layer_text(manifest, "template")
         return ModelDefaults(params=params, system=systems[-1] if systems else None,
                              template=templates[-1] if templates else None, messages=messages,
-                             license=tuple(self._layer_text(manifest, "license")))
+                             license=tuple(self._layer_text(manifest, "license")), documents=documents)
 
     def load_options_for(self, manifest: Manifest, options: LoadOptions) -> LoadOptions:
         """Cap the context at what the model was trained for (0 = the model's own)."""
@@ -85,8 +95,10 @@ class Engine:
         """Load ``manifest``'s model with ``options`` (already merged) on ``device`` (None = best)."""
         backend = self.backends.get(manifest.format)
         chosen = self.choose_device(manifest, device)
+        adapters = [self.store.blob_path(layer.digest) for layer in manifest.layers if layer.kind == "adapter"]
         return backend.load(self.store.model_path(manifest), self.load_options_for(manifest, options),
-                            device=chosen, embedding=embedding, provider_options=provider_options)
+                            device=chosen, embedding=embedding, provider_options=provider_options,
+                            adapters=adapters)
 
     def embed(self, manifest: Manifest, texts: list[str], options: LoadOptions, *,
               device: str | None = None) -> list[list[float]]:

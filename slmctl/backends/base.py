@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -164,6 +164,10 @@ class LoadedModel(ABC):
     def generate(self, request: GenerateRequest) -> Generation:
         """Start a generation; nothing runs until the result is iterated."""
 
+    def prompt_text(self, request: GenerateRequest) -> str:
+        """The exact text the model will read for ``request`` (chat template applied)."""
+        return request.prompt or ""
+
     @abstractmethod
     def tokenize(self, text: str, *, special: bool = False) -> list[int]:
         """Token ids of ``text`` (no BOS added)."""
@@ -199,11 +203,12 @@ class Backend(ABC):
 
     @abstractmethod
     def load(self, path: Path, options: LoadOptions, *, device: str = "cpu", embedding: bool = False,
-             provider_options: Mapping[str, str] | None = None) -> LoadedModel:
+             provider_options: Mapping[str, str] | None = None, adapters: Sequence[Path] = ()) -> LoadedModel:
         """Load the model at ``path`` (a file or a materialized folder) on ``device``.
 
         ``device`` is a concrete name from :meth:`devices` (``cpu``, ``cuda``, ``qnn``, ...);
-        ``provider_options`` pass through to the runtime's device (e.g. ONNX provider options).
+        ``provider_options`` pass through to the runtime's device (e.g. ONNX provider options);
+        ``adapters`` are LoRA files applied at load time.
         """
 
     @abstractmethod

@@ -13,7 +13,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +72,7 @@ class LlamaCppBackend(Backend):
         return usable_gguf_devices()
 
     def load(self, path: Path, options: LoadOptions, *, device: str = "cpu", embedding: bool = False,
-             provider_options: Mapping[str, str] | None = None) -> LlamaCppModel:
+             provider_options: Mapping[str, str] | None = None, adapters: Sequence[Path] = ()) -> LlamaCppModel:
         llama_cpp = _import_llama_cpp()
         gpu = device != "cpu" and bool(llama_cpp.llama_supports_gpu_offload())
         threads = options.num_thread or physical_cores()
@@ -92,6 +92,10 @@ class LlamaCppBackend(Backend):
         }
         if embedding:
             kwargs["pooling_type"] = llama_cpp.LLAMA_POOLING_TYPE_MEAN
+        if len(adapters) > 1:
+            raise InvalidModelFile("llama-cpp-python applies one LoRA adapter per model", "keep one ADAPTER line")
+        if adapters:
+            kwargs["lora_path"] = str(adapters[0])
         position = llama_log.mark()
         start = time.perf_counter_ns()
         try:
@@ -146,6 +150,11 @@ class LlamaCppModel(LoadedModel):
         except Exception as exc:  # jinja2 errors from a model's own template
             raise OperationFailed(f"the model's chat template failed: {exc}") from exc
         return result.prompt, True
+
+    def prompt_text(self, request: GenerateRequest) -> str:
+        if request.messages is None:
+            return request.prompt or ""
+        return self._chat_prompt(request.messages)[0]
 
     def prompt_tokens(self, request: GenerateRequest) -> list[int]:
         if request.messages is not None:

@@ -13,7 +13,7 @@ import json
 import random
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,9 @@ class OnnxGenaiBackend(Backend):
         return usable_onnx_providers()
 
     def load(self, path: Path, options: LoadOptions, *, device: str = "cpu", embedding: bool = False,
-             provider_options: Mapping[str, str] | None = None) -> LoadedModel:
+             provider_options: Mapping[str, str] | None = None, adapters: Sequence[Path] = ()) -> LoadedModel:
+        if adapters:
+            raise InvalidModelFile("LoRA adapters are supported for GGUF models only")
         if not (path / "genai_config.json").is_file():
             from slmctl.backends.onnx_encoder import OnnxEncoderModel
 

@@ -117,6 +117,8 @@ def answer(app: Any, session: Any, text: str, *, verbose: bool, json_output: boo
     """Answer one prompt: stream it (or print one JSON object), then the statistics with --verbose."""
     from slmctl.cli.output import print_json, result_object, stats_lines
 
+    if app.settings.debug:
+        app.stderr.write(f"debug: prompt as the model reads it:\n{session.prompt_preview(text)}\n")
     generation = session.ask(text)
     out = app.stdout
     if json_output:

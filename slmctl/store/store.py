@@ -13,6 +13,7 @@ from __future__ import annotations
 import builtins
 import os
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,14 @@ from pathlib import Path
 from slmctl.errors import IntegrityError, OperationFailed, UsageError
 from slmctl.names import ModelRef
 from slmctl.store import fsutil
-from slmctl.store.blobs import MATERIALIZE_PREFIX, HashingWriter, StagedBlob, staging_owner_alive
+from slmctl.store.blobs import (
+    MATERIALIZE_PREFIX,
+    STAGE_PREFIX,
+    HashingWriter,
+    StagedBlob,
+    sha256_file,
+    staging_owner_alive,
+)
 from slmctl.store.layout import (
     MANIFEST_SUFFIX,
     ManifestProblem,
@@ -71,6 +79,18 @@ class ModelStore(StoreLayout):
             ) from exc
         with stream:
             return self._stage(lambda writer: writer.copy_from(stream), f"'{src}'")
+
+    def staging_path(self, suffix: str = "") -> Path:
+        """A fresh path in ``tmp/`` for a tool that writes a file itself (see :meth:`stage_written`)."""
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        return self.tmp_dir / f"{STAGE_PREFIX}{os.getpid()}-{uuid.uuid4().hex}{suffix}"
+
+    def stage_written(self, path: Path) -> StagedBlob:
+        """Stage a file already written at a :meth:`staging_path` (hashed in place, no copy)."""
+        if path.parent != self.tmp_dir:
+            raise ValueError(f"{path} is not in the staging folder")
+        digest, size = sha256_file(path)
+        return StagedBlob(digest, size, path)
 
     def stage_bytes(self, data: bytes) -> StagedBlob:
         """Stage an in-memory blob (a Modelfile layer, for instance). Does not take the lock."""

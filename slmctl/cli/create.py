@@ -1,0 +1,42 @@
+"""``slmctl create NAME [-f MODELFILE] [--quantize Q]``: build a custom model from a Modelfile."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+COMMAND = {
+    "name": "create",
+    "help": "Create a model from a Modelfile (base model, parameters, system prompt, template, files).",
+    "epilog": "Examples:\n\n  slmctl create enterprise-assistant -f modelfiles/enterprise-assistant/Modelfile\n\n"
+    "  slmctl create tiny-q8 -f Modelfile --quantize q8_0\n\n"
+    "  slmctl show enterprise-assistant --modelfile > Modelfile   (rebuilds the same model)\n\n"
+    "Modelfile instructions: FROM (required), PARAMETER, SYSTEM, TEMPLATE, MESSAGE, LICENSE, ADAPTER, "
+    "FILE, REQUIRES. A bad Modelfile exits with code 4 and points at the line; an unknown FROM model "
+    "exits with code 3.",
+}
+
+
+def command(
+    ctx: typer.Context,
+    name: str = typer.Argument(..., help="Name[:tag] of the new model.", show_default=False),
+    file: Path = typer.Option(Path("Modelfile"), "--file", "-f", help="The Modelfile."),
+    quantize: Optional[str] = typer.Option(
+        None, "--quantize", "-q", help="Quantize an F16/BF16/F32 GGUF base: q8_0, q4_k_m, q4_k_s, q5_k_m, ..."),
+    quiet: bool = typer.Option(False, "--quiet", help="Print nothing but errors and the result."),
+) -> None:
+    from slmctl.cli.output import human_size
+    from slmctl.modelfile.create import create_model
+
+    app = ctx.obj
+
+    def progress(message: str) -> None:
+        if not quiet:
+            app.stderr.write(f"{message}\n")
+            app.stderr.flush()
+
+    manifest = create_model(app.engine(), name, file, quantize=quantize, progress=progress)
+    typer.echo(f"created {manifest.ref} ({manifest.format}, {human_size(manifest.total_size)}, "
+               f"{manifest.digest().removeprefix('sha256:')[:12]})")

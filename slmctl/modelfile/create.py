@@ -1,0 +1,216 @@
+"""``slmctl create``: a new model from a Modelfile.
+
+FROM resolves to a stored model (whose layers are inherited) or to a ``.gguf`` file / ONNX folder
+relative to the Modelfile's folder. The new manifest shares the base's blobs and stores each layer
+(template, system, params, messages, license, knowledge files, adapter) as a blob; the same Modelfile
+gives the same digest on every machine. Everything is staged first and committed at once, so a failed
+create leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from slmctl.engine import Engine, compose_system
+from slmctl.errors import InvalidModelFile, UsageError
+from slmctl.importer import prepare_path
+from slmctl.modelfile.documents import read_document
+from slmctl.modelfile.model import Modelfile
+from slmctl.modelfile.parser import parse_modelfile
+from slmctl.names import parse_model_ref
+from slmctl.options import build_options
+from slmctl.store import FileEntry, Layer, Manifest, ModelDetails, SourceInfo, StagedBlob
+
+MEDIA_TYPES = {kind: f"application/vnd.slmctl.{kind}" for kind in
+               ("template", "system", "params", "messages", "license", "file", "adapter")}
+#: Layer order in a manifest (fixed, so equal Modelfiles give equal digests).
+LAYER_ORDER = ("template", "system", "params", "messages", "license", "file", "adapter")
+
+#: Tokens a system context must leave free in the context window for the conversation itself.
+CONVERSATION_ROOM = 128
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class _Build:
+    """What a create is assembling: the model files, staged blobs and the layers."""
+
+    format: str
+    files: list[FileEntry]
+    details: ModelDetails
+    model_path: Path
+    inherited: list[Layer] = field(default_factory=list)
+    staged: list[StagedBlob] = field(default_factory=list)
+    layers: list[Layer] = field(default_factory=list)
+    #: Contents of the layers staged by this create (their blobs are not in the store yet).
+    contents: dict[str, bytes] = field(default_factory=dict)
+
+    def layer_texts(self, engine: Engine, kind: str) -> list[str]:
+        return [(self.contents.get(layer.digest) or engine.store.blob_path(layer.digest).read_bytes()).decode()
+                for layer in self.layers if layer.kind == kind]
+
+
+def read_modelfile(path: Path) -> Modelfile:
+    if not path.is_file():
+        raise UsageError(f"no Modelfile at {path}", "pass one with -f FILE (default: ./Modelfile)")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidModelFile(f"cannot read {path}: {exc}") from exc
+    return parse_modelfile(text, filename=str(path))
+
+
+def _looks_like_path(value: str, folder: Path) -> bool:
+    return (value.startswith((".", "/", "~")) or "\\" in value or value.lower().endswith(".gguf")
+            or (folder / value).exists())
+
+
+def _resolve_from(engine: Engine, source: str, folder: Path, progress: Progress) -> _Build:
+    if _looks_like_path(source, folder):
+        path = (folder / Path(source).expanduser()).resolve()
+        progress(f"importing base {path}")
+        prepared = prepare_path(engine.store, path)
+        return _Build(prepared.format, prepared.files, prepared.details, path, staged=list(prepared.staged))
+    base = engine.manifest(source)
+    progress(f"using base {base.ref}")
+    return _Build(base.format, list(base.files), base.details, engine.store.model_path(base),
+                  inherited=list(base.layers))
+
+
+def _stage_layer(engine: Engine, build: _Build, kind: str, data: bytes) -> None:
+    blob = engine.store.stage_bytes(data)
+    build.staged.append(blob)
+    build.contents[blob.digest] = data
+    build.layers.append(Layer(kind=kind, digest=blob.digest, size=blob.size, media_type=MEDIA_TYPES[kind]))
+
+
+def _canonical(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _inherited_params(engine: Engine, build: _Build) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for layer in build.inherited:
+        if layer.kind == "params":
+            params.update(json.loads(engine.store.blob_path(layer.digest).read_text(encoding="utf-8")))
+    return params
+
+
+def _add_layers(engine: Engine, build: _Build, modelfile: Modelfile, folder: Path) -> None:
+    """Modelfile instructions override the base's layers kind by kind; the rest is inherited."""
+    if modelfile.template is not None:
+        from slmctl.modelfile.gotemplate import parse_template
+
+        parse_template(modelfile.template)  # a template outside the supported subset fails now, not at run
+    params = {**_inherited_params(engine, build), **modelfile.parameters}
+    given: dict[str, list[bytes]] = {
+        "template": [modelfile.template.encode()] if modelfile.template is not None else [],
+        # the text between triple quotes usually starts and ends with a line break: not part of the prompt
+        "system": [modelfile.system.strip().encode()] if modelfile.system is not None else [],
+        "params": [_canonical(params)] if params else [],
+        "messages": [_canonical([{"role": m.role, "content": m.content.strip()} for m in modelfile.messages])]
+        if modelfile.messages else [],
+        "license": [text.encode() for text in modelfile.licenses],
+        "file": [_canonical({"name": Path(f).name, "text": read_document(folder / Path(f).expanduser())})
+                 for f in modelfile.files],
+        "adapter": [],
+    }
+    for kind in LAYER_ORDER:
+        if kind == "adapter" and modelfile.adapters:
+            _stage_adapters(engine, build, modelfile.adapters, folder)
+        elif given[kind]:
+            for data in given[kind]:
+                _stage_layer(engine, build, kind, data)
+        elif kind != "params":  # params were merged above
+            build.layers += [layer for layer in build.inherited if layer.kind == kind]
+
+
+def _stage_adapters(engine: Engine, build: _Build, adapters: list[str], folder: Path) -> None:
+    if build.format != "gguf":
+        raise InvalidModelFile("ADAPTER is supported for GGUF models only", "remove the ADAPTER line")
+    from slmctl.formats.gguf_info import inspect_gguf
+
+    for adapter in adapters:
+        path = (folder / Path(adapter).expanduser()).resolve()
+        info = inspect_gguf(path)
+        if info.metadata.get("general.type") != "adapter":
+            raise InvalidModelFile(f"ADAPTER {adapter}: not a GGUF LoRA adapter (general.type is "
+                                   f"{info.metadata.get('general.type')!r})",
+                                   "convert the LoRA with llama.cpp's convert_lora_to_gguf.py")
+        blob = engine.store.stage_file(path)
+        build.staged.append(blob)
+        build.layers.append(Layer(kind="adapter", digest=blob.digest, size=blob.size,
+                                  media_type=MEDIA_TYPES["adapter"]))
+
+
+def _quantize(engine: Engine, build: _Build, quant: str, progress: Progress) -> None:
+    from slmctl.backends.gguf_quantize import QUANTIZABLE, quant_name, quantize_gguf
+
+    target = quant_name(quant)
+    if build.format != "gguf":
+        raise UsageError("--quantize works on GGUF models only")
+    source = (build.details.quantization or "").upper()
+    if source not in QUANTIZABLE:
+        raise InvalidModelFile(f"cannot quantize a {source or 'unknown'} model: --quantize needs an F16, BF16 or "
+                               f"F32 base", "start from the unquantized GGUF file")
+    dst = engine.store.staging_path(".gguf")
+    progress(f"quantizing {source} to {target.upper()}")
+    quantize_gguf(build.model_path, dst, target,
+                  on_progress=lambda done, total: progress(f"quantizing tensor {done}/{total}"))
+    blob = engine.store.stage_written(dst)
+    build.staged.append(blob)
+    name = Path(build.files[0].path).stem
+    build.files = [FileEntry(path=f"{name}-{target}.gguf", digest=blob.digest, size=blob.size)]
+    build.details = build.details.model_copy(update={"quantization": target.upper()})
+    build.model_path = dst
+
+
+def _check_context(engine: Engine, build: _Build, say: Progress) -> None:
+    """The system prompt and knowledge files must leave room in the context for a conversation."""
+    systems = build.layer_texts(engine, "system")
+    documents = [json.loads(text) for text in build.layer_texts(engine, "file")]
+    context = compose_system(systems[-1] if systems else None, [(d["name"], d["text"]) for d in documents])
+    if not context:
+        return
+    params = json.loads(build.layer_texts(engine, "params")[-1]) if build.layer_texts(engine, "params") else {}
+    load, _ = build_options(params)
+    trained = build.details.context_length
+    num_ctx = (trained if load.num_ctx == 0 else min(load.num_ctx, trained)) if trained else load.num_ctx
+    say("checking the system context against the context size")
+    backend = engine.backends.get(build.format)
+    with backend.load(build.model_path, load.model_copy(update={"num_ctx": min(num_ctx, 512)})) as model:
+        tokens = len(model.tokenize(context))
+    if tokens + CONVERSATION_ROOM > num_ctx:
+        raise InvalidModelFile(
+            f"the system prompt and FILE documents take {tokens} tokens but the context holds {num_ctx} "
+            f"(and {CONVERSATION_ROOM} are kept for the conversation)",
+            "raise PARAMETER num_ctx (up to the model's own context), or shorten or split the documents")
+
+
+def create_model(engine: Engine, name: str, modelfile_path: Path, *, quantize: str | None = None,
+                 progress: Progress | None = None) -> Manifest:
+    """Build model ``name`` from the Modelfile at ``modelfile_path``; returns its manifest."""
+    say = progress or (lambda _message: None)
+    ref = parse_model_ref(name)
+    modelfile = read_modelfile(modelfile_path)
+    folder = modelfile_path.resolve().parent
+    build = _resolve_from(engine, modelfile.from_, folder, say)
+    try:
+        if quantize:
+            _quantize(engine, build, quantize, say)
+        _add_layers(engine, build, modelfile, folder)
+        _check_context(engine, build, say)
+        manifest = Manifest(name=ref.name, tag=ref.tag, format=build.format, files=build.files,
+                            layers=build.layers, source=SourceInfo(type="create", ref="Modelfile"),
+                            details=build.details, base=build.files[0].digest)
+        say("writing manifest")
+        return engine.store.commit(manifest, build.staged)
+    except BaseException:
+        for blob in build.staged:
+            blob.discard()
+        raise
