@@ -57,7 +57,7 @@ class TemplateError(InvalidModelFile):
 def show(text: str, limit: int = 40) -> str:
     """``text`` for a one-line message: control characters escaped, long text shortened."""
     text = text if len(text) <= limit else text[: limit - 3] + "..."
-    return text.encode("unicode_escape", "backslashreplace").decode("ascii").replace("\\\\", "\\")
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class Source:
@@ -276,6 +276,7 @@ class _Action:
     def number(self, begin: int) -> None:
         """Scans like Go's ``scanNumber``, then converts: ints (int64) and floats; no complex numbers."""
         text = self.text
+        self.p = begin
 
         def accept(chars: str) -> bool:
             if text[self.p: self.p + 1] and text[self.p] in chars:
