@@ -227,7 +227,8 @@ class Parser:
             chained = self.peek_ns()
             if chained.kind == KEYWORD and chained.value in ("if", "with"):
                 if chained.value != opener.value:
-                    raise self.error(chained.pos, f"'else {chained.value}' cannot continue a '{opener.value}' block")
+                    raise self.error(chained.pos, f"{{{{ else {chained.value} }}}} is not allowed in "
+                                                 f"a {{{{ {opener.value} }}}} block")
                 self.next()
                 cond = self.pipeline(opener.value, RIGHT)
                 continue
@@ -246,7 +247,8 @@ class Parser:
         if end.value == "else":
             chained = self.peek_ns()
             if chained.kind == KEYWORD and chained.value in ("if", "with"):
-                raise self.error(chained.pos, f"'else {chained.value}' cannot continue a 'range' block")
+                raise self.error(chained.pos,
+                                 f"{{{{ else {chained.value} }}}} is not allowed in a {{{{ range }}}} block")
             else_body = self.else_body(opener)
         else:
             self.expect_right("end")
