@@ -101,7 +101,8 @@ def test_from_a_gguf_path_and_an_onnx_folder(home: Path, tmp_path: Path, tiny_gg
     shutil.copy(tiny_gguf, tmp_path / "base.gguf")
     shutil.copytree(tiny_onnx, tmp_path / "onnx-base")
     gguf = write(tmp_path / "Modelfile", "FROM ./base.gguf\nSYSTEM Be brief.\n")
-    onnx = write(tmp_path / "Modelfile.onnx", "FROM ./onnx-base\nSYSTEM Be brief.\nPARAMETER temperature 0.2\n")
+    onnx = write(tmp_path / "Modelfile.onnx", 'FROM ./onnx-base\nSYSTEM Be brief.\nPARAMETER temperature 0.2\n'
+                 'TEMPLATE """{{ .System }}\nQ: {{ .Prompt }}\nA: """\n')
     assert run_cli(home, "create", "from-gguf", "-f", str(gguf)).code == 0
     result = run_cli(home, "create", "from-onnx", "-f", str(onnx))
     assert result.code == 0, result.stderr
@@ -109,6 +110,8 @@ def test_from_a_gguf_path_and_an_onnx_folder(home: Path, tmp_path: Path, tiny_gg
     for name in ("from-gguf", "from-onnx"):
         answer = json.loads(run_cli(home, "run", name, "hi", "--max-tokens", "3", "--json").stdout)
         assert answer["eval_count"] == 3
+    debug = run_cli(home, "--debug", "run", "from-onnx", "hi", "--max-tokens", "1")
+    assert "Be brief.\nQ: hi\nA: " in debug.stderr
 
 
 def test_knowledge_file_pdf_and_context_check(home: Path, tmp_path: Path) -> None:
@@ -178,3 +181,24 @@ def minimal_pdf(text: str) -> bytes:
     out += b"".join(b"%010d 00000 n \n" % o for o in offsets)
     out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
     return bytes(out)
+
+
+def test_adapter_is_applied_at_load_time(home: Path, tmp_path: Path, tiny_gguf: Path, tiny_onnx: Path) -> None:
+    from slmctl.testing.tiny_gguf import write_tiny_lora
+
+    write_tiny_lora(tmp_path / "lora.gguf")
+    shutil.copy(tiny_gguf, tmp_path / "base.gguf")
+    modelfile = write(tmp_path / "Modelfile", "FROM ./base.gguf\nADAPTER ./lora.gguf\n")
+    assert run_cli(home, "create", "adapted", "-f", str(modelfile)).code == 0
+    plain = write(tmp_path / "Modelfile.plain", "FROM ./base.gguf\n")
+    assert run_cli(home, "create", "plain", "-f", str(plain)).code == 0
+    args = ("hello", "--max-tokens", "12", "--seed", "1")
+    assert run_cli(home, "run", "adapted", *args).stdout != run_cli(home, "run", "plain", *args).stdout
+    assert "ADAPTER" in run_cli(home, "show", "adapted", "--modelfile").stdout
+    not_lora = write(tmp_path / "Modelfile.bad", "FROM ./base.gguf\nADAPTER ./base.gguf\n")
+    result = run_cli(home, "create", "bad", "-f", str(not_lora))
+    assert result.code == 4 and "not a GGUF LoRA adapter" in result.stderr
+    shutil.copytree(tiny_onnx, tmp_path / "onnx-base")
+    onnx = write(tmp_path / "Modelfile.onnx", "FROM ./onnx-base\nADAPTER ./lora.gguf\n")
+    result = run_cli(home, "create", "bad", "-f", str(onnx))
+    assert result.code == 4 and "GGUF models only" in result.stderr

@@ -33,6 +33,7 @@ __all__ = [
     "write_bench_gguf",
     "write_corrupt_files",
     "write_tiny_gguf",
+    "write_tiny_lora",
 ]
 
 CHATML_TEMPLATE = (
@@ -258,3 +259,29 @@ def write_corrupt_files(directory: str | os.PathLike[str]) -> dict[str, Path]:
     files["bad_header"].write_bytes(b"GGUF" + (3).to_bytes(4, "little") + garbage)
     files["empty"].write_bytes(b"")
     return files
+
+
+def write_tiny_lora(path: str | os.PathLike[str], spec: TinyGGUFSpec = TinyGGUFSpec(), rank: int = 4,
+                    seed: int = 0) -> Path:
+    """Write a random LoRA adapter (GGUF, ``general.type = adapter``) for models of ``spec``'s shape.
+
+    It adapts every layer's ``attn_q`` projection strongly enough to change what the model generates.
+    """
+    path = Path(path)
+    head_dim = spec.hidden // spec.heads
+    rng = np.random.default_rng(seed)
+    writer = gguf.GGUFWriter(path, arch="llama")
+    try:
+        writer.add_string("general.type", "adapter")
+        writer.add_string("adapter.type", "lora")
+        writer.add_float32("adapter.lora.alpha", float(2 * rank))
+        for layer in range(spec.n_layers):
+            name = f"blk.{layer}.attn_q.weight"
+            writer.add_tensor(f"{name}.lora_a", rng.normal(0, 0.5, (rank, spec.hidden)).astype(np.float32))
+            writer.add_tensor(f"{name}.lora_b", rng.normal(0, 0.5, (spec.heads * head_dim, rank)).astype(np.float32))
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+    finally:
+        writer.close()
+    return path
