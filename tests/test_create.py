@@ -143,6 +143,9 @@ def test_errors_point_at_the_line_and_leave_nothing(home: Path, tmp_path: Path) 
     no_file = write(tmp_path / "Modelfile5", "FROM phi4:mini\nFILE nowhere.md\n")
     assert run_cli(home, "create", "x", "-f", str(no_file)).code == 4
     assert run_cli(home, "create", "x", "-f", str(tmp_path / "absent")).code == 2
+    future = write(tmp_path / "Modelfile6", "FROM phi4:mini\nREQUIRES 99.0\n")
+    result = run_cli(home, "create", "x", "-f", str(future))
+    assert result.code == 4 and "requires slmctl 99.0" in result.stderr
     assert "x:latest" not in run_cli(home, "list").stdout
     assert sorted((home / "models" / "blobs").iterdir()) == blobs_before
     assert not list((home / "models" / "tmp").glob("stage-*"))

@@ -192,12 +192,27 @@ def _check_context(engine: Engine, build: _Build, say: Progress) -> None:
             "raise PARAMETER num_ctx (up to the model's own context), or shorten or split the documents")
 
 
+def _version_key(text: str) -> tuple[int, ...]:
+    core = text.split("-", 1)[0].split("+", 1)[0]
+    return tuple(int(part) for part in core.split("."))
+
+
+def _check_requires(modelfile: Modelfile, path: Path) -> None:
+    """REQUIRES names the oldest slmctl that can build the model."""
+    from slmctl import __version__
+
+    if modelfile.requires and _version_key(modelfile.requires) > _version_key(__version__):
+        raise InvalidModelFile(f"{path} requires slmctl {modelfile.requires} or newer; this is {__version__}",
+                               "upgrade slmctl: pip install --upgrade slmctl")
+
+
 def create_model(engine: Engine, name: str, modelfile_path: Path, *, quantize: str | None = None,
                  progress: Progress | None = None) -> Manifest:
     """Build model ``name`` from the Modelfile at ``modelfile_path``; returns its manifest."""
     say = progress or (lambda _message: None)
     ref = parse_model_ref(name)
     modelfile = read_modelfile(modelfile_path)
+    _check_requires(modelfile, modelfile_path)
     folder = modelfile_path.resolve().parent
     build = _resolve_from(engine, modelfile.from_, folder, say)
     try:
