@@ -37,17 +37,21 @@ def fallback_prompt(messages: tuple[ChatMessage, ...]) -> str:
 
 @dataclass(frozen=True)
 class GenerateRequest:
-    """One generation: either a raw ``prompt`` or chat ``messages`` rendered by the model's template."""
+    """One generation from a raw ``prompt``, chat ``messages`` (rendered by the model's template), or
+    exact prompt ``tokens`` (benchmarks)."""
 
     options: SamplingOptions = field(default_factory=SamplingOptions)
     prompt: str | None = None
     messages: tuple[ChatMessage, ...] | None = None
+    tokens: tuple[int, ...] | None = None
     #: ``None``; ``"json"`` for any JSON value; or a JSON schema (dict) the output must follow.
     json_format: str | dict[str, Any] | None = None
+    #: Keep generating through end-of-sequence tokens (benchmarks need exact token counts).
+    ignore_eos: bool = False
 
     def __post_init__(self) -> None:
-        if (self.prompt is None) == (self.messages is None):
-            raise ValueError("GenerateRequest needs exactly one of prompt or messages")
+        if sum(x is not None for x in (self.prompt, self.messages, self.tokens)) != 1:
+            raise ValueError("GenerateRequest needs exactly one of prompt, messages or tokens")
 
 
 @dataclass

@@ -152,11 +152,15 @@ class LlamaCppModel(LoadedModel):
         return result.prompt, True
 
     def prompt_text(self, request: GenerateRequest) -> str:
+        if request.tokens is not None:
+            return self.detokenize(list(request.tokens))
         if request.messages is None:
             return request.prompt or ""
         return self._chat_prompt(request.messages)[0]
 
     def prompt_tokens(self, request: GenerateRequest) -> list[int]:
+        if request.tokens is not None:
+            return list(request.tokens)
         if request.messages is not None:
             text, templated = self._chat_prompt(request.messages)
             add_bos = not templated and self._llm._model.add_bos_token()
@@ -217,7 +221,7 @@ class LlamaCppModel(LoadedModel):
                 if count == 0:
                     first = time.perf_counter_ns()
                     stats.prompt_eval_duration = stats.time_to_first_token = first - start
-                if is_eog(vocab, token):
+                if is_eog(vocab, token) and not request.ignore_eos:
                     stats.done_reason = "stop"
                     break
                 count += 1

@@ -130,6 +130,8 @@ class OnnxGenaiModel(LoadedModel):
 
     # -- prompt --------------------------------------------------------------------------------
     def prompt_text(self, request: GenerateRequest) -> str:
+        if request.tokens is not None:
+            return self.detokenize(list(request.tokens))
         if request.messages is None:
             return request.prompt or ""
         if self.info.chat_template is None:
@@ -141,16 +143,20 @@ class OnnxGenaiModel(LoadedModel):
             raise OperationFailed(f"the model's chat template failed: {exc}") from exc
 
     def prompt_tokens(self, request: GenerateRequest) -> list[int]:
+        if request.tokens is not None:
+            return list(request.tokens)
         return [int(t) for t in self._tokenizer.encode(self.prompt_text(request))]
 
     # -- generation ----------------------------------------------------------------------------
     def generate(self, request: GenerateRequest) -> Generation:
         return Generation(lambda stats, cancel: self._run(request, stats, cancel))
 
-    def _params(self, options: SamplingOptions, max_length: int, json_format: Any) -> Any:
+    def _params(self, options: SamplingOptions, max_length: int, json_format: Any, ignore_eos: bool) -> Any:
         params = self._og.GeneratorParams(self._model)
         greedy = options.temperature <= 0
         search: dict[str, Any] = {"max_length": max_length, "do_sample": not greedy}
+        if ignore_eos:
+            search["min_length"] = max_length  # the runtime then never ends on an EOS token
         if not greedy:
             search.update({
                 ONNX_GENAI_NAMES["temperature"]: options.temperature,
@@ -180,15 +186,15 @@ class OnnxGenaiModel(LoadedModel):
             return
         try:
             generator = self._og.Generator(self._model, self._params(options, len(tokens) + limit,
-                                                                      request.json_format))
+                                                                      request.json_format, request.ignore_eos))
         except RuntimeError as exc:
             raise OperationFailed(f"onnxruntime-genai could not start the generation: {exc}") from exc
-        yield from self._token_loop(generator, tokens, limit, options, stats, cancel)
+        yield from self._token_loop(generator, tokens, limit, request, stats, cancel)
 
-    def _token_loop(self, generator: Any, tokens: list[int], limit: int, options: SamplingOptions,
+    def _token_loop(self, generator: Any, tokens: list[int], limit: int, request: GenerateRequest,
                     stats: Stats, cancel: threading.Event) -> Iterator[str]:
         stream = self._tokenizer.create_stream()
-        matcher = StopMatcher(options.stop)
+        matcher = StopMatcher(request.options.stop)
         count = 0
         start = time.perf_counter_ns()
         first = start
@@ -200,7 +206,7 @@ class OnnxGenaiModel(LoadedModel):
                 if count == 0:
                     first = time.perf_counter_ns()
                     stats.prompt_eval_duration = stats.time_to_first_token = first - start
-                if token in self._eos:
+                if token in self._eos and not request.ignore_eos:
                     stats.done_reason = "stop"
                     break
                 count += 1

@@ -44,6 +44,8 @@ class _Build:
     files: list[FileEntry]
     details: ModelDetails
     model_path: Path
+    #: The stored model FROM named (its layers are inherited), or None for a file or folder.
+    base: Manifest | None = None
     inherited: list[Layer] = field(default_factory=list)
     staged: list[StagedBlob] = field(default_factory=list)
     layers: list[Layer] = field(default_factory=list)
@@ -78,7 +80,7 @@ def _resolve_from(engine: Engine, source: str, folder: Path, progress: Progress)
         return _Build(prepared.format, prepared.files, prepared.details, path, staged=list(prepared.staged))
     base = engine.manifest(source)
     progress(f"using base {base.ref}")
-    return _Build(base.format, list(base.files), base.details, engine.store.model_path(base),
+    return _Build(base.format, list(base.files), base.details, engine.store.model_path(base), base=base,
                   inherited=list(base.layers))
 
 
@@ -93,21 +95,14 @@ def _canonical(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def _inherited_params(engine: Engine, build: _Build) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    for layer in build.inherited:
-        if layer.kind == "params":
-            params.update(json.loads(engine.store.blob_path(layer.digest).read_text(encoding="utf-8")))
-    return params
-
-
 def _add_layers(engine: Engine, build: _Build, modelfile: Modelfile, folder: Path) -> None:
     """Modelfile instructions override the base's layers kind by kind; the rest is inherited."""
     if modelfile.template is not None:
         from slmctl.modelfile.gotemplate import parse_template
 
         parse_template(modelfile.template)  # a template outside the supported subset fails now, not at run
-    params = {**_inherited_params(engine, build), **modelfile.parameters}
+    inherited = engine.defaults(build.base).params if build.base is not None else {}
+    params = {**inherited, **modelfile.parameters}
     given: dict[str, list[bytes]] = {
         "template": [modelfile.template.encode()] if modelfile.template is not None else [],
         # the text between triple quotes usually starts and ends with a line break: not part of the prompt
@@ -177,8 +172,8 @@ def _check_context(engine: Engine, build: _Build, say: Progress) -> None:
     context = compose_system(systems[-1] if systems else None, [(d["name"], d["text"]) for d in documents])
     if not context:
         return
-    params = json.loads(build.layer_texts(engine, "params")[-1]) if build.layer_texts(engine, "params") else {}
-    load, _ = build_options(params)
+    params = build.layer_texts(engine, "params")
+    load, _ = build_options(json.loads(params[-1]) if params else {})
     trained = build.details.context_length
     num_ctx = (trained if load.num_ctx == 0 else min(load.num_ctx, trained)) if trained else load.num_ctx
     say("checking the system context against the context size")
