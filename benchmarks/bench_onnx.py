@@ -24,7 +24,6 @@ Not part of the test suite; about 2 minutes with the defaults here (2 cores).
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import tempfile
 from pathlib import Path

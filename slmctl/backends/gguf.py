@@ -28,7 +28,7 @@ from slmctl.backends.base import (
     Stats,
     fallback_prompt,
 )
-from slmctl.backends.stopping import StopMatcher
+from slmctl.backends.tokenloop import stream_text
 from slmctl.errors import InvalidModelFile, OperationFailed
 from slmctl.options import LLAMA_CPP_NAMES, LoadOptions, SamplingOptions
 
@@ -204,43 +204,18 @@ class LlamaCppModel(LoadedModel):
 
     def _token_loop(self, tokens: list[int], limit: int, request: GenerateRequest, stats: Stats,
                     cancel: threading.Event) -> Iterator[str]:
+        stats.done_reason = "length"
+        if limit == 0:
+            return
         llm, vocab = self._llm, self._llm._model.vocab
         is_eog = self._llama_cpp.llama_vocab_is_eog
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        matcher = StopMatcher(request.options.stop)
-        stats.done_reason = "length"
-        count = 0
-        start = time.perf_counter_ns()
-        first = start
-        if limit == 0:
-            return
         steps = llm.generate(tokens, reset=True, grammar=self._grammar(request.json_format),
                              **sampling_kwargs(request.options))
-        try:
-            for token in steps:
-                if count == 0:
-                    first = time.perf_counter_ns()
-                    stats.prompt_eval_duration = stats.time_to_first_token = first - start
-                if is_eog(vocab, token) and not request.ignore_eos:
-                    stats.done_reason = "stop"
-                    break
-                count += 1
-                text = matcher.feed(decoder.decode(llm.detokenize([token])))
-                if text:
-                    yield text
-                if matcher.stopped:
-                    stats.done_reason = "stop"
-                    break
-                if count >= limit or cancel.is_set():
-                    break
-        finally:
-            steps.close()
-            stats.eval_count = count
-            stats.eval_duration = time.perf_counter_ns() - first if count else 0
-        tail = decoder.decode(b"", final=True)
-        rest = matcher.feed(tail) + matcher.flush() if tail else matcher.flush()
-        if rest:
-            yield rest
+        yield from stream_text(
+            steps, is_end=lambda t: not request.ignore_eos and is_eog(vocab, t),
+            decode=lambda t: decoder.decode(llm.detokenize([t])), flush=lambda: decoder.decode(b"", final=True),
+            stops=request.options.stop, limit=limit, stats=stats, cancel=cancel)
 
     # -- other calls ---------------------------------------------------------------------------
     def tokenize(self, text: str, *, special: bool = False) -> list[int]:

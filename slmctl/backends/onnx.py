@@ -26,7 +26,7 @@ from slmctl.backends.base import (
     Stats,
     fallback_prompt,
 )
-from slmctl.backends.stopping import StopMatcher
+from slmctl.backends.tokenloop import stream_text
 from slmctl.formats.onnx_folder import read_chat_template
 from slmctl.errors import DeviceUnavailable, InvalidModelFile, OperationFailed
 from slmctl.options import ONNX_GENAI_NAMES, ONNX_GENAI_UNSUPPORTED, LoadOptions, SamplingOptions, unsupported_options
@@ -194,37 +194,16 @@ class OnnxGenaiModel(LoadedModel):
     def _token_loop(self, generator: Any, tokens: list[int], limit: int, request: GenerateRequest,
                     stats: Stats, cancel: threading.Event) -> Iterator[str]:
         stream = self._tokenizer.create_stream()
-        matcher = StopMatcher(request.options.stop)
-        count = 0
-        start = time.perf_counter_ns()
-        first = start
-        try:
-            generator.append_tokens(tokens)
+
+        def steps() -> Iterator[int]:
+            generator.append_tokens(tokens)  # the prompt is evaluated in the first step
             while not generator.is_done():
                 generator.generate_next_token()
-                token = int(generator.get_next_tokens()[0])
-                if count == 0:
-                    first = time.perf_counter_ns()
-                    stats.prompt_eval_duration = stats.time_to_first_token = first - start
-                if token in self._eos and not request.ignore_eos:
-                    stats.done_reason = "stop"
-                    break
-                count += 1
-                text = matcher.feed(stream.decode(token))
-                if text:
-                    yield text
-                if matcher.stopped:
-                    stats.done_reason = "stop"
-                    break
-                if count >= limit or cancel.is_set():
-                    break
-        finally:
-            stats.eval_count = count
-            stats.eval_duration = time.perf_counter_ns() - first if count else 0
-            del generator
-        rest = matcher.flush()
-        if rest:
-            yield rest
+                yield int(generator.get_next_tokens()[0])
+
+        yield from stream_text(
+            steps(), is_end=lambda t: not request.ignore_eos and t in self._eos, decode=stream.decode,
+            flush=lambda: "", stops=request.options.stop, limit=limit, stats=stats, cancel=cancel)
 
     # -- other calls ---------------------------------------------------------------------------
     def tokenize(self, text: str, *, special: bool = False) -> list[int]:
