@@ -1,0 +1,247 @@
+"""Running the benchmark: one sample (load, generate exactly N tokens, measure), in this process or in
+a fresh one (``--isolate``), and the whole matrix with warm-up runs and interleaved repetitions.
+
+Each sample loads the model, feeds it a synthetic prompt of exactly ``prompt_tokens`` tokens (made
+from the model's own tokenizer), generates exactly ``gen_tokens`` tokens with end-of-sequence ignored,
+and closes the model again. The figures come from the backend's :class:`~slmctl.backends.base.Stats`
+(nanosecond timings taken around the runtime calls), the load time from ``LoadedInfo.load_duration``
+and the peak resident memory from a background thread polling the process every few milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from slmctl.bench.matrix import label
+from slmctl.bench.model import BenchConfig, Sample
+from slmctl.errors import OperationFailed, SlmctlError, UsageError
+
+if TYPE_CHECKING:
+    from slmctl.backends.base import LoadedModel
+    from slmctl.engine import Engine
+
+#: The text synthetic prompts are cut from: plain English, so every tokenizer splits it in a typical way.
+PARAGRAPH = (
+    "The history of computing is a story of people trying to make machines do useful work faster. "
+    "Early mechanical calculators could add and subtract, but each new problem needed careful setup "
+    "by hand. Later, engineers built electronic machines that stored their programs in memory, so the "
+    "same hardware could solve many different problems. Today a small language model can run on a "
+    "laptop, answer questions about a document, translate a paragraph, or summarise the notes of a "
+    "long meeting in a few seconds, without sending any data over the network."
+)
+
+#: How often the memory sampler polls the process (seconds).
+RSS_INTERVAL = 0.005
+
+#: Seconds an isolated sample may take before it is stopped (a hung runtime must not hang the run).
+ISOLATED_TIMEOUT = 3600.0
+
+
+def synthetic_prompt(model: LoadedModel, n: int) -> tuple[int, ...]:
+    """Exactly ``n`` prompt tokens from ``model``'s tokenizer: :data:`PARAGRAPH` repeated and cut to size."""
+    if n <= 0:
+        return ()
+    base = list(model.tokenize(PARAGRAPH))
+    if not base:
+        raise OperationFailed("the model's tokenizer produced no tokens for the benchmark prompt")
+    tokens: list[int] = []
+    while len(tokens) < n:
+        tokens.extend(base)
+    return tuple(int(t) for t in tokens[:n])
+
+
+class PeakMemory:
+    """Polls the resident memory of this process from a background thread; ``peak`` is the maximum seen.
+
+    Used as a context manager around the measured work. It reads ``psutil.Process().memory_info().rss``
+    every :data:`RSS_INTERVAL` seconds, plus once on entry and once on exit, so a short run still has
+    a value.
+    """
+
+    def __init__(self, interval: float = RSS_INTERVAL) -> None:
+        import psutil
+
+        self._process = psutil.Process()
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="slmctl-bench-rss", daemon=True)
+        self.peak = 0
+
+    def _sample(self) -> None:
+        try:
+            rss = self._process.memory_info().rss
+        except Exception:  # noqa: BLE001 - a failed poll must never break the benchmark
+            return
+        if rss > self.peak:
+            self.peak = rss
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self._interval):
+            self._sample()
+
+    def __enter__(self) -> PeakMemory:
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+
+def _load_options(config: BenchConfig):  # -> LoadOptions
+    from slmctl.options import LoadOptions
+
+    if config.ctx:
+        return LoadOptions(num_thread=config.threads, num_ctx=config.ctx)
+    return LoadOptions(num_thread=config.threads)  # num_ctx: the default (4096, capped at the model's)
+
+
+def run_sample(engine: Engine, config: BenchConfig, repetition: int) -> Sample:
+    """Load, generate and measure one repetition of ``config`` in this process (the model is closed after)."""
+    from slmctl.backends.base import GenerateRequest
+    from slmctl.options import SamplingOptions
+
+    manifest = engine.manifest(config.model)
+    if manifest.format != config.format:
+        raise UsageError(f"model '{config.model}' is a {manifest.format} model, not {config.format}")
+    with PeakMemory() as memory:
+        model = engine.load(manifest, _load_options(config), device=config.device)
+        try:
+            room = model.info.context_length
+            if config.prompt_tokens + config.gen_tokens > room:
+                raise UsageError(
+                    f"{label(config)}: {config.prompt_tokens} prompt + {config.gen_tokens} generated tokens "
+                    f"do not fit the context of {room}",
+                    "lower --prompt-tokens/--gen-tokens, or raise --ctx (up to the model's context length)")
+            tokens = synthetic_prompt(model, config.prompt_tokens)
+            request = GenerateRequest(SamplingOptions(num_predict=config.gen_tokens, seed=1), tokens=tokens,
+                                      ignore_eos=True)
+            generation = model.generate(request)
+            generation.complete()
+            stats = generation.stats
+            info = model.info
+        finally:
+            model.close()
+    # peak_gpu_memory: no GPU probe here. With NVML (pynvml: nvmlDeviceGetComputeRunningProcesses for
+    # this pid) or the runtime's own allocator statistics, a sampler like PeakMemory would poll the
+    # device memory of this process here; until then it is reported as None ("not measured").
+    if stats is None or stats.eval_count != config.gen_tokens or stats.prompt_eval_count != config.prompt_tokens:
+        got = (stats.prompt_eval_count, stats.eval_count) if stats else (0, 0)
+        raise OperationFailed(
+            f"{label(config)}: expected {config.prompt_tokens} prompt and {config.gen_tokens} generated tokens, "
+            f"got {got[0]} and {got[1]}" + (f" (stopped: {stats.done_reason})" if stats else ""),
+            "the runtime stopped early; try a larger --ctx or fewer --gen-tokens")
+    return Sample(
+        config=config.key,
+        repetition=repetition,
+        device=info.device,
+        load_ms=info.load_duration / 1e6,
+        ttft_ms=stats.time_to_first_token / 1e6,
+        prompt_tokens=stats.prompt_eval_count,
+        prompt_ms=stats.prompt_eval_duration / 1e6,
+        prompt_tps=stats.prompt_eval_rate,
+        gen_tokens=stats.eval_count,
+        gen_ms=stats.eval_duration / 1e6,
+        gen_tps=stats.eval_rate,
+        peak_rss=memory.peak,
+        peak_gpu_memory=None,
+    )
+
+
+# -- isolation ---------------------------------------------------------------------------------------
+
+def worker_argument(config: BenchConfig, repetition: int) -> str:
+    """The one JSON argument of ``python -m slmctl.bench.worker``."""
+    return json.dumps({"config": config.model_dump(mode="json"), "repetition": repetition})
+
+
+def _error_class(name: str) -> type[SlmctlError]:
+    from slmctl import errors
+
+    found = getattr(errors, name, None)
+    return found if isinstance(found, type) and issubclass(found, SlmctlError) else OperationFailed
+
+
+def _tail(text: str, lines: int = 20) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def run_isolated(config: BenchConfig, repetition: int, home: Path, *,
+                 timeout: float = ISOLATED_TIMEOUT) -> Sample:
+    """:func:`run_sample` in a fresh Python process (``SLMCTL_HOME=home``), so no sample inherits the
+    memory, caches or threads of the one before. The worker prints one JSON object on stdout."""
+    env = {**os.environ, "SLMCTL_HOME": str(home)}
+    command = [sys.executable, "-m", "slmctl.bench.worker", worker_argument(config, repetition)]
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as exc:
+        stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+        raise OperationFailed(f"{label(config)}: the isolated run took longer than {timeout:.0f} s and was stopped",
+                              details=_tail(stderr)) from None
+    except OSError as exc:
+        raise OperationFailed(f"could not start the isolated benchmark process: {exc}") from exc
+    result = None
+    for line in reversed(proc.stdout.strip().splitlines()):
+        if line.startswith("{"):
+            try:
+                result = json.loads(line)
+            except ValueError:
+                result = None
+            break
+    if isinstance(result, dict) and "sample" in result and proc.returncode == 0:
+        try:
+            return Sample.model_validate(result["sample"])
+        except ValueError as exc:
+            raise OperationFailed(f"{label(config)}: the isolated run returned an invalid sample: {exc}") from exc
+    if isinstance(result, dict) and isinstance(result.get("error"), dict):
+        error = result["error"]
+        raise _error_class(str(error.get("type")))(str(error.get("message")), error.get("hint"),
+                                                   details=_tail(proc.stderr) or None)
+    tail = _tail(proc.stderr)
+    last = tail.splitlines()[-1] if tail else "no error output"
+    raise OperationFailed(f"{label(config)}: the isolated run failed (exit {proc.returncode}): {last}",
+                          "run again with --debug to see the worker's output", details=tail or None)
+
+
+# -- the matrix --------------------------------------------------------------------------------------
+
+def run_matrix(engine: Engine, configs: Sequence[BenchConfig], *, repetitions: int = 3, warmup: int = 1,
+               isolate: bool = False, home: Path | None = None,
+               progress: Callable[[str], None] = lambda _line: None) -> list[Sample]:
+    """Warm-up runs (discarded), then ``repetitions`` rounds, each running every configuration once
+    (rep 0: A B C, rep 1: A B C, ...) so slow drifts (heat, background load) spread over all of them.
+
+    ``progress`` receives one line per run: ``[3/12] tiny gguf cpu t2 p64 g32: 35.2 tok/s``.
+    """
+    if repetitions < 1:
+        raise UsageError("--repetitions must be at least 1")
+    if warmup < 0:
+        raise UsageError("--warmup cannot be negative")
+    if isolate and home is None:
+        raise ValueError("run_matrix(isolate=True) needs the home of the model store")
+    total = (warmup + repetitions) * len(configs)
+    done = 0
+    samples: list[Sample] = []
+    for rounds, warm in ((warmup, True), (repetitions, False)):
+        for repetition in range(rounds):
+            for config in configs:
+                if isolate:
+                    sample = run_isolated(config, repetition, home)  # type: ignore[arg-type]
+                else:
+                    sample = run_sample(engine, config, repetition)
+                done += 1
+                prefix = "warm-up " if warm else ""
+                progress(f"[{done}/{total}] {prefix}{label(config, sample.device)}: {sample.gen_tps:.1f} tok/s")
+                if not warm:
+                    samples.append(sample)
+    return samples

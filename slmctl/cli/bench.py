@@ -1,0 +1,311 @@
+"""``slmctl bench MODEL...``: measure load time, time to first token, prompt and generation speed and
+peak memory over a matrix of backends, devices, threads and sizes; report, keep a history, gate on a
+baseline. Also ``slmctl models test MODEL --benchmark`` (the same, for one model).
+
+The work lives in :mod:`slmctl.bench` (matrix, runner, stats, report, plot, history, gate); this module
+parses the flags, wires those together and decides what goes where (results on stdout, progress on
+stderr).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+COMMAND = {
+    "name": "bench",
+    "help": "Benchmark models: load time, time to first token, prompt and generation tokens/s, peak memory.\n\n"
+            "Every configuration of the matrix (model x backend x device x threads x context x prompt and "
+            "generation length) is loaded fresh, fed a synthetic prompt of exactly --prompt-tokens tokens and "
+            "made to generate exactly --gen-tokens tokens (end-of-sequence ignored). Warm-up runs come first "
+            "and are discarded; repetitions are interleaved across configurations. Results show the median, "
+            "min, max and spread of each figure, with unstable figures flagged. Every run is appended to the "
+            "history (see --history). List flags take comma lists (--threads 1,2,4) or repeat.",
+    "epilog": "Examples:\n\n"
+              "  slmctl bench tiny\n\n"
+              "  slmctl bench phi3 phi3-onnx           (GGUF and ONNX side by side)\n\n"
+              "  slmctl bench phi3 phi3-onnx --backend onnx      (only the ONNX one)\n\n"
+              "  slmctl bench phi3 --device cpu,gpu --threads 1,2,4 --gen-tokens 32,128\n\n"
+              "  slmctl bench phi3 --repetitions 5 --warmup 2 --isolate\n\n"
+              "  slmctl bench phi3 --json > result.json\n\n"
+              "  slmctl bench phi3 --markdown >> RESULTS.md\n\n"
+              "  slmctl bench phi3 --output result.json   (JSON file + text table)\n\n"
+              "  slmctl bench phi3 --csv -o result.csv --plot result.png\n\n"
+              "  slmctl bench phi3 --baseline result.json --max-regression 5%\n\n"
+              "  slmctl bench --history                  (past runs)\n\n"
+              "Output: the text table on stdout by default; --json, --csv or --markdown print that format "
+              "instead. With --output FILE the chosen format (JSON when none is chosen) goes to FILE and the "
+              "text table to stdout. Progress lines go to stderr. Peak memory is the resident memory of the "
+              "process during load and generation; without --isolate it includes what earlier runs left "
+              "in the process.\n\n"
+              "With --baseline, figures worse than the baseline's median by more than --max-regression fail "
+              "the run (exit 1) and are listed on stderr.\n\n"
+              "Exit codes: 0 ok (and no regression), 1 failure or a regression against --baseline, 2 usage, "
+              "3 model not found, 7 device unavailable.",
+}
+
+_LIST = "N[,N...]"
+
+
+def command(
+    ctx: typer.Context,
+    models: Optional[list[str]] = typer.Argument(None, help="Model name[:tag]s to benchmark.", show_default=False),
+    backend: Optional[list[str]] = typer.Option(
+        None, "--backend", metavar="gguf,onnx", help="Only the models of these formats (default: all given)."),
+    device: Optional[list[str]] = typer.Option(
+        None, "--device", metavar="DEV[,DEV...]",
+        help="Devices: cpu, gpu, npu, auto or a name (cuda, metal, dml, ...) (default: the best usable)."),
+    threads: Optional[list[str]] = typer.Option(
+        None, "--threads", metavar=_LIST, help="CPU thread counts (default: the runtime's, physical cores)."),
+    ctx_sizes: Optional[list[str]] = typer.Option(
+        None, "--ctx", metavar=_LIST, help="Context sizes (default: 4096 capped at the model's)."),
+    prompt_tokens: Optional[list[str]] = typer.Option(
+        None, "--prompt-tokens", metavar=_LIST, help="Prompt lengths in tokens (default: 64)."),
+    gen_tokens: Optional[list[str]] = typer.Option(
+        None, "--gen-tokens", metavar=_LIST, help="Generated tokens per run (default: 32)."),
+    repetitions: int = typer.Option(3, "--repetitions", "-n", min=1, metavar="N",
+                                    help="Measured runs per configuration."),
+    warmup: int = typer.Option(1, "--warmup", min=0, metavar="N", help="Discarded warm-up runs per configuration."),
+    isolate: bool = typer.Option(False, "--isolate", help="Run every sample in a fresh process (cleaner memory "
+                                 "figures, slower)."),
+    json_output: bool = typer.Option(False, "--json", help="Print the result document as JSON."),
+    csv_output: bool = typer.Option(False, "--csv", help="Print CSV: one row per configuration (median, min, "
+                                    "max, stdev)."),
+    markdown_output: bool = typer.Option(False, "--markdown", help="Print a Markdown table."),
+    output: Optional[Path] = typer.Option(
+        None, "--output", "-o", metavar="FILE", dir_okay=False,
+        help="Write the result (JSON, or the format chosen) to FILE; stdout then shows the text table."),
+    plot: Optional[Path] = typer.Option(None, "--plot", metavar="FILE.png", dir_okay=False,
+                                        help="Draw a chart of the results (needs matplotlib)."),
+    history: bool = typer.Option(False, "--history", help="List past benchmark runs (no MODEL), then exit."),
+    baseline: Optional[Path] = typer.Option(
+        None, "--baseline", metavar="OLD.json",
+        help="Compare with an earlier JSON result; exit 1 when a figure regressed."),
+    max_regression: Optional[str] = typer.Option(
+        None, "--max-regression", metavar="PCT", help="Largest tolerated regression with --baseline (default 5%)."),
+) -> None:
+    bench(ctx.obj, models=models or [], backend=backend, device=device, threads=threads, ctx=ctx_sizes,
+          prompt_tokens=prompt_tokens, gen_tokens=gen_tokens, repetitions=repetitions, warmup=warmup,
+          isolate=isolate, fmt=_chosen_format(json_output, csv_output, markdown_output), output=output,
+          plot=plot, history=history, baseline=baseline, max_regression=max_regression)
+
+
+def _chosen_format(json_output: bool, csv_output: bool, markdown_output: bool) -> str | None:
+    from slmctl.errors import UsageError
+
+    chosen = [name for name, flag in (("json", json_output), ("csv", csv_output), ("markdown", markdown_output))
+              if flag]
+    if len(chosen) > 1:
+        raise UsageError(f"choose one output format, not {' and '.join('--' + c for c in chosen)}")
+    return chosen[0] if chosen else None
+
+
+def bench(app: Any, *, models: list[str], backend: Any = None, device: Any = None, threads: Any = None,
+          ctx: Any = None, prompt_tokens: Any = None, gen_tokens: Any = None, repetitions: int = 3,
+          warmup: int = 1, isolate: bool = False, fmt: str | None = None, output: Path | None = None,
+          plot: Path | None = None, history: bool = False, baseline: Path | None = None,
+          max_regression: str | None = None) -> None:
+    """The body of ``slmctl bench`` (plain arguments, so ``models test --benchmark`` shares it)."""
+    from slmctl.bench import history as bench_history
+    from slmctl.bench.matrix import expand, parse_list
+    from slmctl.errors import SlmctlError, UsageError
+
+    if history:
+        if models:
+            raise UsageError("--history lists past runs and takes no MODEL",
+                             "every benchmark run is added to the history automatically")
+        entries = bench_history.read_history(app.settings.home)
+        if fmt == "json":
+            from slmctl.cli.output import print_json
+
+            print_json(entries, app.stdout)
+        else:
+            _write(app.stdout, bench_history.history_text(entries))
+        return
+    if not models:
+        raise UsageError("missing MODEL: give the models to benchmark",
+                         "slmctl bench MODEL... (or slmctl bench --history for past runs)")
+    if max_regression is not None and baseline is None:
+        raise UsageError("--max-regression needs --baseline OLD.json")
+    if repetitions < 1 or warmup < 0:
+        raise UsageError("--repetitions must be at least 1 and --warmup at least 0")
+    if plot is not None:
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:
+            raise UsageError("--plot needs matplotlib", "pip install 'slmctl[plot]'")  # as plot.write_plot
+    gate = None
+    if baseline is not None:  # read it first: a bad baseline should fail before minutes of benchmarking
+        from slmctl.bench.gate import load_document, parse_threshold
+
+        gate = (load_document(baseline), parse_threshold(max_regression or "5%"))
+    backends = parse_list(backend, str, flag="--backend")
+    dimensions = {
+        "devices": parse_list(device, str, flag="--device"),
+        "threads": parse_list(threads, int, flag="--threads", minimum=0),
+        "ctxs": parse_list(ctx, int, flag="--ctx", minimum=0),
+        "prompt_tokens": parse_list(prompt_tokens, int, flag="--prompt-tokens", minimum=1),
+        "gen_tokens": parse_list(gen_tokens, int, flag="--gen-tokens", minimum=1),
+    }
+    engine = app.engine()
+    manifests = {name: engine.manifest(name) for name in dict.fromkeys(models)}  # unknown -> exit 3
+    configs = expand([(name, m.format) for name, m in manifests.items()], backends=backends, **dimensions)
+    for config in configs:  # an unusable device fails now (exit 7), not after the other runs
+        engine.choose_device(manifests[config.model], config.device)
+
+    document = _measure(app, engine, manifests, configs, repetitions=repetitions, warmup=warmup, isolate=isolate)
+    _emit(app, document, fmt=fmt, output=output)
+    try:
+        bench_history.append_history(app.settings.home, document)
+    except SlmctlError as exc:  # the results are out already: a history problem only warns
+        app.stderr.write(f"warning: the run was not added to the history: {exc.message}\n")
+    if plot is not None:
+        from slmctl.bench.plot import write_plot
+
+        write_plot(document, plot)
+        app.stderr.write(f"plot written to {plot}\n")
+    if gate is not None:
+        _gate(app, document, *gate, baseline=baseline)
+
+
+def _measure(app: Any, engine: Any, manifests: dict[str, Any], configs: list[Any], *, repetitions: int,
+             warmup: int, isolate: bool) -> Any:
+    """Run the matrix (progress on stderr) and build the result document."""
+    from slmctl import __version__
+    from slmctl.bench.model import ModelInfo
+    from slmctl.bench.report import build_document
+    from slmctl.bench.runner import run_matrix
+
+    err = app.stderr
+    runs = len(configs) * (repetitions + warmup)
+    err.write(f"benchmarking {len(configs)} configuration{'s' if len(configs) != 1 else ''} x {repetitions} "
+              f"repetition{'s' if repetitions != 1 else ''}"
+              + (f" (+{warmup} warm-up)" if warmup else "") + f": {runs} runs"
+              + (", each in a fresh process" if isolate else "") + "\n")
+    err.flush()
+
+    def progress(line: str) -> None:
+        err.write(line + "\n")
+        err.flush()
+
+    samples = run_matrix(engine, configs, repetitions=repetitions, warmup=warmup, isolate=isolate,
+                         home=app.settings.home, progress=progress)
+    models = [ModelInfo(name=name, digest=m.digest(), format=m.format, quantization=m.details.quantization,
+                        parameter_size=m.details.parameter_size) for name, m in manifests.items()
+              if any(c.model == name for c in configs)]
+    settings = {"repetitions": repetitions, "warmup": warmup, "isolate": isolate, "seed": 1, "ignore_eos": True}
+    return build_document(configs=configs, samples=samples, models=models, machine=_machine(),
+                          runtimes=_runtimes(), settings=settings, slmctl_version=__version__)
+
+
+def _machine() -> dict[str, Any]:
+    from slmctl import diagnostics
+
+    return diagnostics.collect()
+
+
+def _runtimes() -> dict[str, str | None]:
+    import platform
+
+    from slmctl.backends import providers
+
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    try:
+        versions["llama-cpp-python"] = providers.gguf_build_info().get("version")
+    except Exception:  # noqa: BLE001 - a version is informative only
+        versions["llama-cpp-python"] = None
+    try:
+        onnx = providers.onnx_build_info()
+        versions["onnxruntime-genai"] = onnx.get("genai_version")
+        versions["onnxruntime"] = onnx.get("onnxruntime_version")
+    except Exception:  # noqa: BLE001
+        versions["onnxruntime-genai"] = versions["onnxruntime"] = None
+    return versions
+
+
+def _render(document: Any, fmt: str | None, *, width: int = 80, color: bool = False) -> str:
+    from slmctl.bench import report
+
+    if fmt == "json":
+        return report.to_json(document)
+    if fmt == "csv":
+        return report.to_csv(document)
+    if fmt == "markdown":
+        return report.to_markdown(document)
+    return report.to_text(document, width=width, color=color)
+
+
+def _write(stream: Any, text: str) -> None:
+    stream.write(text if text.endswith("\n") else text + "\n")
+    stream.flush()
+
+
+def _emit(app: Any, document: Any, *, fmt: str | None, output: Path | None) -> None:
+    """stdout: the chosen format (text by default); with --output, FILE gets the chosen format (JSON by
+    default) and stdout the text table."""
+    import shutil
+
+    from slmctl.errors import OperationFailed
+
+    width = shutil.get_terminal_size((80, 24)).columns if app.stdout_is_tty else 80
+    if output is not None:
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            text = _render(document, fmt or "json")
+            output.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise OperationFailed(f"could not write {output}: {exc.strerror or exc}") from exc
+        app.stderr.write(f"result written to {output}\n")
+        _write(app.stdout, _render(document, None, width=width, color=app.color))
+    else:
+        _write(app.stdout, _render(document, fmt, width=width, color=app.color and fmt is None))
+
+
+def _gate(app: Any, document: Any, baseline_doc: Any, threshold: float, *, baseline: Path | None) -> None:
+    """Compare with the baseline: the verdict on stderr; exit 1 when anything regressed."""
+    from slmctl.bench.gate import compare, gate_text, unmatched
+
+    regressions = compare(document, baseline_doc, threshold)
+    missing = unmatched(document, baseline_doc)
+    app.stderr.write(f"baseline {baseline} (max regression {threshold * 100:g}%): ")
+    _write(app.stderr, gate_text(regressions, missing))
+    if len(missing.only_current) == len(document.summary):
+        app.stderr.write("warning: no configuration of this run is in the baseline; nothing was compared\n")
+    if regressions:
+        raise typer.Exit(1)
+
+
+# -- slmctl models test MODEL --benchmark -------------------------------------------------------------
+
+models_app = typer.Typer(
+    name="models",
+    help="Check models (see also: list, show, bench).",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+)
+
+
+@models_app.command(
+    "test",
+    help="Test a model. With --benchmark: the same as 'slmctl bench MODEL'.",
+    epilog="Examples:\n\n  slmctl models test tiny --benchmark\n\n  slmctl models test tiny --benchmark --json\n\n"
+           "For a matrix of devices, threads and sizes, or a baseline gate, use 'slmctl bench'.",
+)
+def models_test(
+    ctx: typer.Context,
+    model: str = typer.Argument(..., help="Model name[:tag].", show_default=False),
+    benchmark: bool = typer.Option(False, "--benchmark", help="Benchmark the model (required)."),
+    json_output: bool = typer.Option(False, "--json", help="Print the result document as JSON."),
+) -> None:
+    from slmctl.errors import Interrupted, UsageError
+
+    if not benchmark:
+        raise UsageError("models test needs --benchmark", f"slmctl models test {model} --benchmark")
+    try:
+        bench(ctx.obj, models=[model], fmt="json" if json_output else None)
+    except KeyboardInterrupt:
+        raise Interrupted() from None
