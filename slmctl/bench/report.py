@@ -19,7 +19,7 @@ from rich.markup import escape
 from slmctl.bench.model import (FIGURES, SCHEMA_VERSION, BenchConfig, BenchDocument, ConfigSummary,
                                 FigureStats, ModelInfo, Sample)
 from slmctl.bench.stats import UNSTABLE_RULE, summarize_all
-from slmctl.cli.output import human_size
+from slmctl.units import human_size
 
 #: JSON Schema dialect and identifier of the result document.
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"

@@ -11,24 +11,16 @@ from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import IO, Any
 
+from slmctl.units import human_size
+
+__all__ = ["duration", "human_size", "print_json", "result_object", "stats_lines", "table", "time_ago"]
+
 
 def print_json(data: Any, stream: IO[str] | None = None) -> None:
     """One JSON document, indented, followed by a newline."""
     out = stream or sys.stdout
     out.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
     out.flush()
-
-
-def human_size(size: int | None) -> str:
-    """Bytes in decimal units, as Ollama prints them: ``397 MB``, ``1.9 GB``."""
-    if size is None:
-        return "-"
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit in ("B", "KB", "MB") or value >= 100 else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{size} B"  # pragma: no cover
 
 
 def time_ago(when: datetime, now: datetime | None = None) -> str:
