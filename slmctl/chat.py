@@ -12,7 +12,7 @@ from typing import Any
 
 from slmctl.backends.base import ChatMessage, GenerateRequest, Generation, LoadedModel
 from slmctl.engine import Engine, ModelDefaults, compose_system
-from slmctl.options import LoadOptions, SamplingOptions, add_value, build_options
+from slmctl.options import LoadOptions, SamplingOptions, add_value, build_options, canonical_key
 from slmctl.store import Manifest
 
 
@@ -41,17 +41,14 @@ class ChatSession:
         return build_options(self.defaults.params, self.params)
 
     def set_parameter(self, key: str, raw: Any) -> str:
-        """Set one option for the rest of the session (validated; returns its canonical name)."""
+        """Set one option for the rest of the session (validated; replaces an earlier value, ``stop``
+        included; returns the canonical name)."""
         trial = dict(self.params)
-        name = add_value(trial, key, raw) if key.strip().lower() != "stop" else self._set_stop(trial, raw)
+        trial.pop(canonical_key(key), None)
+        name = add_value(trial, key, raw)
         build_options(self.defaults.params, trial)
         self.params = trial
         return name
-
-    @staticmethod
-    def _set_stop(values: dict[str, Any], raw: Any) -> str:
-        values.pop("stop", None)
-        return add_value(values, "stop", raw)
 
     # -- model ---------------------------------------------------------------------------------
     def ensure_loaded(self) -> LoadedModel:
