@@ -1,4 +1,4 @@
-"""``slmctl import PATH [--name NAME]``: add a local .gguf file or ONNX model folder to the store."""
+"""``slmctl import PATH [--name NAME]``: add a local .gguf file, ONNX model folder or bundle to the store."""
 
 from __future__ import annotations
 
@@ -9,19 +9,24 @@ import typer
 
 COMMAND = {
     "name": "import",
-    "help": "Import a local .gguf file or ONNX model folder into the store.",
+    "help": "Import a local .gguf file, ONNX model folder or bundle (from 'slmctl export') into the store.",
     "epilog": "Examples:\n\n  slmctl import ./qwen2.5-0.5b-instruct-q4_k_m.gguf\n\n"
     "  slmctl import ~/models/tiny.gguf --name tiny:v1\n\n"
     "  slmctl import ./Phi-4-mini-instruct-onnx/cpu-int4-rtn-block-32 --name phi4-mini-onnx\n\n"
+    "  slmctl import ./models.tar\n\n"
     "A GGUF file is checked (header, metadata, every tensor inside the file) and an ONNX GenAI folder "
     "for genai_config.json, its model files, tokenizer.json and tokenizer_config.json, before anything "
-    "enters the store; a corrupt, truncated or incomplete model exits with code 4.",
+    "enters the store; a corrupt, truncated or incomplete model exits with code 4.\n\n"
+    "A bundle written by 'slmctl export' brings every model it holds, under their original names "
+    "(--name only for a bundle of one model); every file is checked against its sha256 digest before "
+    "anything enters the store: a damaged bundle exits with code 6, a truncated one with code 4. "
+    "With --json, a bundle of several models prints an array.",
 }
 
 
 def command(
     ctx: typer.Context,
-    path: Path = typer.Argument(..., help="A .gguf file, an ONNX GenAI folder or an ONNX encoder folder.",
+    path: Path = typer.Argument(..., help="A .gguf file, an ONNX GenAI folder, an ONNX encoder folder or a bundle.",
                                 show_default=False),
     name: Optional[str] = typer.Option(None, "--name", "-n", help="Model name[:tag] (default: from the file name)."),
     json_output: bool = typer.Option(False, "--json", help="Print the stored model as JSON."),
@@ -29,11 +34,19 @@ def command(
     from slmctl.cli.output import human_size, print_json
     from slmctl.importer import import_path
     from slmctl.modelinfo import list_entry
+    from slmctl.store.bundle import import_bundle, is_bundle
 
-    manifest = import_path(ctx.obj.store(), path, name)
-    entry = list_entry(manifest)
-    if json_output:
-        print_json(entry)
+    if is_bundle(path.expanduser()):
+        from slmctl.names import parse_model_ref
+
+        ref = parse_model_ref(name) if name else None
+        manifests = import_bundle(ctx.obj.store(), path, name=ref)
     else:
+        manifests = [import_path(ctx.obj.store(), path, name)]
+    entries = [list_entry(manifest) for manifest in manifests]
+    if json_output:
+        print_json(entries[0] if len(entries) == 1 else entries)
+        return
+    for manifest, entry in zip(manifests, entries):
         typer.echo(f"imported {entry['name']} ({manifest.format}, {human_size(entry['size'])}, "
                    f"{entry['digest'].removeprefix('sha256:')[:12]})")

@@ -1,0 +1,166 @@
+"""A loopback HTTP file server with injectable faults, for the downloader tests.
+
+:class:`FileServer` serves one blob of bytes at ``/file`` from a ``ThreadingHTTPServer`` bound to
+``127.0.0.1:0`` (optionally honouring ``Range``), counts the body bytes it sent and the ``Range``
+headers it saw, and applies queued :class:`Fault` objects to the next requests (past the range
+probe, when ranges are on; without them the probe's response is the download): a status
+(with headers), a connection dropped after N bytes, or a stall (sleep) after N bytes.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+
+PROBE_RANGE = "bytes=0-0"
+
+
+@dataclass
+class Fault:
+    """What to do to one request instead of (or while) serving it normally."""
+
+    status: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    drop_after: int | None = None
+    stall_after: int | None = None
+    stall_s: float = 0.0
+
+
+class FileServer:
+    """Serve ``data`` at :attr:`url`; use as a context manager."""
+
+    def __init__(self, data: bytes, *, ranges: bool = True, chunk: int = 64 * 1024) -> None:
+        self.data = data
+        self.ranges = ranges
+        self.chunk = chunk
+        self.chunk_delay = 0.0
+        self.status_override: int | None = None
+        self.faults: list[Fault] = []
+        self.range_headers: list[str | None] = []
+        self.bytes_served = 0
+        self.active = 0
+        self._lock = threading.Lock()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/file"
+
+    def reset_counters(self) -> None:
+        """Zero the counters once the handlers of earlier (abandoned) requests have finished."""
+        deadline = time.monotonic() + 5
+        while self.active and time.monotonic() < deadline:
+            time.sleep(0.01)
+        with self._lock:
+            self.bytes_served = 0
+            self.range_headers.clear()
+
+    def _next_fault(self, range_header: str | None) -> Fault | None:
+        with self._lock:
+            self.range_headers.append(range_header)
+            if (self.ranges and range_header == PROBE_RANGE) or not self.faults:
+                return None
+            return self.faults.pop(0)
+
+    def _count(self, n: int) -> None:
+        with self._lock:
+            self.bytes_served += n
+
+    def __enter__(self) -> FileServer:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _make_handler(owner: FileServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802 - stdlib name
+            with owner._lock:
+                owner.active += 1
+            try:
+                self._serve()
+            finally:
+                with owner._lock:
+                    owner.active -= 1
+
+        def _serve(self) -> None:
+            range_header = self.headers.get("Range")
+            fault = owner._next_fault(range_header)
+            status = owner.status_override or (fault.status if fault else None)
+            if status is not None:
+                body = b"error"
+                self.send_response(status)
+                for key, value in (fault.headers if fault else {}).items():
+                    self.send_header(key, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
+            data, start, end = owner.data, 0, len(owner.data)
+            match = re.match(r"bytes=(\d+)-(\d*)$", range_header or "")
+            if owner.ranges and match:
+                start = int(match.group(1))
+                end = min(int(match.group(2)) + 1 if match.group(2) else len(data), len(data))
+                if start >= len(data):
+                    self.send_response(416)
+                    self.send_header("Content-Range", f"bytes */{len(data)}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(206)
+                self.send_header("Content-Range", f"bytes {start}-{end - 1}/{len(data)}")
+            else:
+                self.send_response(200)
+            if owner.ranges:
+                self.send_header("Accept-Ranges", "bytes")
+            self.send_header("Content-Length", str(end - start))
+            self.end_headers()
+            self._send_body(data, start, end, fault)
+
+        def _send_body(self, data: bytes, start: int, end: int, fault: Fault | None) -> None:
+            sent, position = 0, start
+            try:
+                while position < end:
+                    if fault and fault.drop_after is not None and sent >= fault.drop_after:
+                        self.wfile.flush()
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                        self.close_connection = True
+                        return
+                    if fault and fault.stall_after is not None and sent >= fault.stall_after:
+                        self.wfile.flush()
+                        time.sleep(fault.stall_s)
+                        fault = None
+                    step = owner.chunk
+                    if fault and fault.drop_after is not None:
+                        step = min(step, fault.drop_after - sent)
+                    if fault and fault.stall_after is not None:
+                        step = min(step, fault.stall_after - sent)
+                    block = data[position : min(position + max(step, 1), end)]
+                    self.wfile.write(block)
+                    owner._count(len(block))
+                    sent += len(block)
+                    position += len(block)
+                    if owner.chunk_delay:
+                        time.sleep(owner.chunk_delay)
+            except OSError:
+                self.close_connection = True
+
+    return Handler
