@@ -52,7 +52,7 @@ def command(
     json_format = parse_format(format_)
     text = read_prompt(app, prompt)
     engine = app.engine()
-    manifest = engine.manifest(name)
+    manifest = pull_if_missing(app, engine, name)
     if backend is not None and backend != manifest.format:
         raise UsageError(f"model '{manifest.ref}' is a {manifest.format} model; the {backend} backend cannot run it",
                          f"drop --backend, or use --backend {manifest.format}")
@@ -64,6 +64,19 @@ def command(
             repl.Repl(app, session, verbose=verbose).loop()
         else:
             answer(app, session, text, verbose=verbose, json_output=json_output)
+
+
+def pull_if_missing(app: Any, engine: Any, name: str) -> Any:
+    """The stored model; a catalog alias or source reference not in the store is pulled first."""
+    import os
+
+    from slmctl.pull import ensure_model, plain_progress
+
+    def write(line: str) -> None:
+        app.stderr.write(line)
+        app.stderr.flush()
+
+    return ensure_model(engine.store, app.settings, name, env=os.environ, on_event=plain_progress(write))
 
 
 def parse_pairs(pairs: list[str], flag: str) -> dict[str, str]:

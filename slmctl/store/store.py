@@ -40,6 +40,11 @@ from slmctl.store.layout import (
 from slmctl.store.manifest import Manifest
 
 
+#: Prefix of the resumable downloads ``slmctl pull`` keeps in ``tmp/``, and how long they are kept.
+PULL_PREFIX = "pull-"
+PULL_KEEP_S = 7 * 24 * 3600
+
+
 @dataclass
 class GcResult:
     """What a garbage collection deleted."""
@@ -264,7 +269,13 @@ class ModelStore(StoreLayout):
     # ------------------------------------------------------------------ what a runtime opens
 
     def model_path(self, manifest: Manifest) -> Path:
-        """The primary blob (GGUF, opened directly) or a materialized folder of links (ONNX)."""
+        """The primary blob (GGUF, opened directly) or a materialized folder of links (ONNX).
+
+        A GGUF split in several files gets a materialized folder too (llama.cpp finds the other parts
+        by name next to the first one); the path of the first part inside it is returned.
+        """
+        if manifest.format == "gguf" and len(manifest.files) > 1:
+            return self._materialize(manifest) / manifest.primary_file.path
         if manifest.format == "gguf":
             path = self.blob_path(manifest.primary_file.digest)
             if not path.is_file():
@@ -304,8 +315,10 @@ class ModelStore(StoreLayout):
         """Delete leftovers of crashed imports older than ``max_age_s``; returns how many.
 
         That is entries of ``tmp/`` whose process is gone, and half-written ``*.tmp`` manifests.
+        Resumable downloads of ``slmctl pull`` (``pull-*``) are kept for :data:`PULL_KEEP_S` (7 days).
         """
         leftovers = [entry for entry in self._entries(self.tmp_dir) if not staging_owner_alive(entry.name)]
+        max_age_pull = max(max_age_s, PULL_KEEP_S)
         if self.manifests_dir.is_dir():
             leftovers += self.manifests_dir.rglob(f"*{MANIFEST_SUFFIX}.*.tmp")
         removed = 0
@@ -315,7 +328,7 @@ class ModelStore(StoreLayout):
                 age = now - entry.lstat().st_mtime
             except FileNotFoundError:
                 continue
-            if age >= max_age_s:
+            if age >= (max_age_pull if entry.name.startswith(PULL_PREFIX) else max_age_s):
                 fsutil.delete_tree(entry)
                 removed += 1
         return removed

@@ -1,0 +1,308 @@
+"""``slmctl pull``: download a catalog model or a source reference into the store.
+
+A name is a catalog alias (the variant for this machine is chosen from the usable devices; ``format``,
+``quant`` and ``device`` narrow it) or a source reference (``hf.co/...``, ``hf://...``, ``ollama://...``,
+``https://...``). Every file is downloaded to a stable path in the store's ``tmp/`` (so a killed pull
+resumes), verified, validated as a model, and committed as one manifest. A lock per model name makes
+two pulls of one model share the work. Events look like Ollama's ``/api/pull`` stream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+from slmctl.errors import InvalidModelFile, ModelNotFound, NetworkError, UsageError
+from slmctl.names import ModelRef, parse_model_ref
+from slmctl.settings import Settings
+from slmctl.sources.refs import HfPathRef, HfRepoRef, OllamaRef, SourceRef, parse_source
+from slmctl.store import FileEntry, Layer, Manifest, ModelDetails, ModelStore, SourceInfo, StagedBlob
+from slmctl.store.blobs import STAGE_PREFIX
+from slmctl.store.store import PULL_PREFIX
+
+Event = dict[str, Any]
+OnEvent = Callable[[Event], None]
+_CLEAN = str.maketrans({c: "-" for c in " :@+=()[],"})
+PROGRESS_EVERY_S = 0.25
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a name resolves to: the local name, the source to fetch, and the catalog variant if any."""
+
+    ref: ModelRef
+    source: SourceRef
+    variant: dict[str, Any] | None = None
+    quant: str | None = None
+    format: str | None = None
+    revision: str | None = None
+    #: From the catalog variant: the files to fetch (default: all) and the sha256 of a single GGUF file.
+    files: tuple[str, ...] | None = None
+    sha256: str | None = None
+
+
+def _clean(text: str) -> str:
+    cleaned = "-".join(p for p in text.translate(_CLEAN).lower().split("-") if p)
+    return cleaned.strip("._-") or "model"
+
+
+def local_name(source: SourceRef, quant: str | None = None) -> ModelRef:
+    """The store name of a source reference: ``hf.co/<owner>/<repo>:<quant|file|latest>`` and the like."""
+    if isinstance(source, HfRepoRef):
+        return parse_model_ref(f"hf.co/{source.repo_id}:{source.quant or quant or 'latest'}")
+    if isinstance(source, HfPathRef):
+        tag = "latest"
+        if source.path:
+            last = source.path.rsplit("/", 1)[-1]
+            tag = _clean(last[:-5] if source.is_gguf_file else last)[:128]
+        return parse_model_ref(f"hf.co/{source.repo_id}:{tag}")
+    if isinstance(source, OllamaRef):
+        parts = [_clean(part) for part in source.short.rsplit(":", 1)[0].split("/")][-3:]
+        return parse_model_ref("/".join(parts) + f":{source.tag}")
+    return parse_model_ref(_clean(source.filename[:-5] if source.filename.lower().endswith(".gguf")
+                                  else source.filename))
+
+
+def plan(store: ModelStore, settings: Settings, name: str, *, format: str | None = None, quant: str | None = None,
+         device: str | None = None, insecure: bool = False) -> Plan:
+    """Resolve ``name`` without the network (catalog alias or source reference); ModelNotFound otherwise."""
+    source = parse_source(name, allow_http=insecure)
+    if source is not None:
+        return Plan(local_name(source, quant), source, quant=quant, format=format)
+    from slmctl.backends.providers import usable_gguf_devices, usable_onnx_providers
+    from slmctl.catalog import choose_variant, load_catalog
+
+    catalog = load_catalog(settings.home)
+    found = catalog.resolve(name)
+    if found is None:
+        close = catalog.closest(name)
+        raise ModelNotFound(f"model '{name}' is not in the store nor in the catalog",
+                            hint=("did you mean: " + ", ".join(close) + "? " if close else "")
+                            + "run 'slmctl list --available' to see the catalog")
+    entry, pinned = found
+    installed = {m.source.ref for m in store.list()}
+    chosen = choose_variant(entry, usable_gguf=usable_gguf_devices(), usable_onnx=usable_onnx_providers(),
+                            format=format, quant=quant, device=device, installed=installed, pinned=pinned)
+    variant = chosen.variant
+    source = parse_source(variant.source, allow_http=True)
+    assert source is not None  # the catalog validates its sources
+    public = {**variant.public(), "run_on": chosen.device}
+    return Plan(parse_model_ref(name), source, public, variant.quant if variant.format == "gguf" else None,
+                variant.format, variant.revision if isinstance(source, (HfPathRef, HfRepoRef)) else None,
+                tuple(variant.files) if variant.files else None,
+                f"sha256:{variant.sha256}" if variant.sha256 else None)
+
+
+def pull(store: ModelStore, settings: Settings, name: str, *, env: Mapping[str, str], format: str | None = None,
+         quant: str | None = None, device: str | None = None, client_factory: Any = None, insecure: bool = False,
+         on_event: OnEvent | None = None) -> Manifest:
+    """Download ``name`` into the store and return its manifest (see the module docstring)."""
+    if format is not None and format.strip().lower() not in ("gguf", "onnx"):
+        raise UsageError(f"unknown format '{format}'", hint="valid: gguf, onnx")
+    emit: OnEvent = on_event or (lambda _event: None)
+    p = plan(store, settings, name, format=format, quant=quant, device=device, insecure=insecure)
+    if settings.offline:
+        raise NetworkError(f"offline mode (SLMCTL_OFFLINE=1): cannot download '{name}' from {p.source}",
+                           hint="unset SLMCTL_OFFLINE to allow downloads, or import a local file with 'slmctl import'")
+    store.tmp_dir.mkdir(parents=True, exist_ok=True)
+    key = hashlib.sha256(str(p.ref).encode()).hexdigest()[:24]
+    lock = FileLock(str(store.tmp_dir / f"{PULL_PREFIX}model-{key}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        emit({"status": f"waiting for another pull of {p.ref}"})
+        lock.acquire()
+    try:
+        return _pull_locked(store, p, env=env, client_factory=client_factory, insecure=insecure, emit=emit)
+    finally:
+        lock.release()
+
+
+def _pull_locked(store: ModelStore, p: Plan, *, env: Mapping[str, str], client_factory: Any, insecure: bool,
+                 emit: OnEvent) -> Manifest:
+    from slmctl.sources.transports import transport_for
+
+    emit({"status": "pulling manifest"})
+    transport = transport_for(p.source, env=env, client_factory=client_factory, insecure=insecure,
+                              revision=p.revision)
+    remote = transport.resolve(p.source, quant=p.quant)
+    if p.format and remote.format != p.format.lower():
+        raise UsageError(f"'{p.source}' is a {remote.format} model, not {p.format}", hint="drop --format")
+    if p.files:
+        remote = replace(remote, files=[f for f in remote.files if f.path in p.files])
+    if p.sha256 and len(remote.files) == 1 and remote.files[0].sha256 is None:
+        remote = replace(remote, files=[replace(remote.files[0], sha256=p.sha256)])
+    if not remote.files:
+        raise ModelNotFound(f"no model files found at {remote.source}", hint="check the model name or path")
+    variant = p.variant or {"format": remote.format, "quant": p.quant, "source": remote.source,
+                            "size": remote.total_size}
+    emit({"status": "resolved", "name": str(p.ref), "source": remote.source, "variant": variant})
+    staged: list[StagedBlob] = []
+    try:
+        files = [_fetch(store, remote, f, client_factory, emit, staged) for f in remote.files]
+        emit({"status": "verifying sha256 digest"})
+        details = _validate(store, remote.format, files, staged)
+        layers = _layers(store, remote.layers, staged)
+        manifest = Manifest(name=p.ref.name, tag=p.ref.tag, format=remote.format, files=files, layers=layers,
+                            source=SourceInfo(type=remote.source_type, ref=remote.source, revision=remote.revision),
+                            details=details)
+        emit({"status": "writing manifest"})
+        manifest = store.commit(manifest, staged)
+    except BaseException:
+        for blob in staged:
+            blob.discard()
+        raise
+    emit({"status": "success"})
+    return manifest
+
+
+def _fetch(store: ModelStore, remote: Any, file: Any, client_factory: Any, emit: OnEvent,
+           staged: list[StagedBlob]) -> FileEntry:
+    """Download one file (or reuse the stored blob) and stage it; returns its manifest entry."""
+    from slmctl.sources.download import DownloadTarget, download
+    from slmctl.sources.http import DownloadError
+
+    short = file.sha256.split(":", 1)[-1][:12] if file.sha256 else file.path
+    status = f"pulling {short}"
+    if file.sha256 and file.size is not None:
+        blob = store.blob_path(file.sha256)
+        if blob.is_file() and blob.stat().st_size == file.size:  # already stored: nothing to download
+            emit({"status": status, "digest": file.sha256, "file": file.path, "total": file.size,
+                  "completed": file.size})
+            return FileEntry(path=file.path, digest=file.sha256, size=file.size)
+    key = (file.sha256 or "").split(":", 1)[-1] or hashlib.sha256(file.url.encode()).hexdigest()
+    dest = store.tmp_dir / f"{PULL_PREFIX}{key}"
+    last = [0.0]
+
+    def progress(completed: int, total: int | None) -> None:
+        now = time.monotonic()
+        if now - last[0] >= PROGRESS_EVERY_S or (total is not None and completed >= total):
+            last[0] = now
+            emit({"status": status, "digest": file.sha256, "file": file.path, "total": total or file.size,
+                  "completed": completed})
+
+    emit({"status": status, "digest": file.sha256, "file": file.path, "total": file.size, "completed": 0})
+    try:
+        digest = download(client_factory, DownloadTarget(file.url, file.size, file.sha256), dest,
+                          headers=dict(remote.headers), on_progress=progress)
+    except DownloadError as exc:
+        if exc.status == 404:
+            raise ModelNotFound(exc.message, hint="check the model name or path") from exc
+        raise
+    target = store.staging_path()
+    os.replace(dest, target)
+    size = target.stat().st_size
+    staged.append(StagedBlob(digest, size, target))  # the downloader hashed and verified it
+    emit({"status": status, "digest": digest, "file": file.path, "total": size, "completed": size})
+    return FileEntry(path=file.path, digest=digest, size=size)
+
+
+def _blob_file(store: ModelStore, digest: str, staged: list[StagedBlob]) -> Path:
+    return next((b.tmp_path for b in staged if b.digest == digest), store.blob_path(digest))
+
+
+def _validate(store: ModelStore, fmt: str, files: list[FileEntry], staged: list[StagedBlob]) -> ModelDetails:
+    """Check the downloaded files are a model this tool can run; returns its details."""
+    if fmt == "gguf":
+        from slmctl.formats.gguf_info import inspect_gguf
+        from slmctl.importer import details_from_gguf
+
+        return details_from_gguf(inspect_gguf(_blob_file(store, files[0].digest, staged)))
+    from slmctl.formats.gguf_info import format_parameter_count
+    from slmctl.formats.onnx_folder import inspect_onnx_folder
+    from slmctl.store.fsutil import link_file
+
+    folder = store.tmp_dir / f"{STAGE_PREFIX}{os.getpid()}-check-{uuid.uuid4().hex}"
+    try:
+        for entry in files:
+            link_file(_blob_file(store, entry.digest, staged).resolve(), folder / entry.path, folder / entry.path)
+        info = inspect_onnx_folder(folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    order = {path: i for i, path in enumerate(info.files)}
+    files.sort(key=lambda e: order.get(e.path, len(order)))  # the files the runtime needs first
+    return ModelDetails(
+        architecture=info.architecture,
+        family="embedding" if info.kind == "encoder" else info.architecture,
+        parameter_count=info.parameter_count,
+        parameter_size=format_parameter_count(info.parameter_count) if info.parameter_count else None,
+        quantization=info.quantization,
+        context_length=info.context_length,
+    )
+
+
+def _layers(store: ModelStore, texts: Mapping[str, list[str]], staged: list[StagedBlob]) -> list[Layer]:
+    """Modelfile layers a source ships (Ollama registry), as manifest layers."""
+    from slmctl.modelfile.create import LAYER_ORDER, MEDIA_TYPES
+
+    layers = []
+    for kind in LAYER_ORDER:
+        for text in texts.get(kind, []):
+            data = text.encode("utf-8")
+            if kind == "params":
+                try:
+                    data = json.dumps(json.loads(text), sort_keys=True, ensure_ascii=False,
+                                      separators=(",", ":")).encode("utf-8")
+                except ValueError as exc:
+                    raise InvalidModelFile(f"the source's parameters are not JSON: {exc}") from exc
+            blob = store.stage_bytes(data)
+            staged.append(blob)
+            layers.append(Layer(kind=kind, digest=blob.digest, size=blob.size, media_type=MEDIA_TYPES[kind]))
+    return layers
+
+
+def ensure_model(store: ModelStore, settings: Settings, name: str, *, env: Mapping[str, str],
+                 on_event: OnEvent | None = None, insecure: bool = False, client_factory: Any = None) -> Manifest:
+    """The stored model ``name``, pulled first when it is a catalog alias or a source reference (for ``run``)."""
+    source = parse_source(name, allow_http=insecure)
+    ref = local_name(source) if source is not None else parse_model_ref(name)
+    try:
+        return store.get(ref)
+    except ModelNotFound:
+        pass
+    return pull(store, settings, name, env=env, client_factory=client_factory, insecure=insecure,
+                on_event=on_event)
+
+
+def plain_progress(write: Callable[[str], None], every_s: float = 2.0) -> OnEvent:
+    """An event handler printing plain lines: statuses, and each file's progress at most every ``every_s``."""
+    from slmctl.units import human_size
+
+    state: dict[str, Any] = {"at": 0.0, "status": None, "done": set()}
+
+    def handle(event: Event) -> None:
+        status = event.get("status", "")
+        if status == "resolved":
+            variant = event.get("variant") or {}
+            what = " ".join(str(variant[k]) for k in ("format", "quant") if variant.get(k))
+            write(f"resolved {event.get('name')}: {event.get('source')}" + (f" ({what})" if what else "") + "\n")
+            return
+        if "completed" not in event:
+            write(f"{status}\n")
+            return
+        now, total, done = time.monotonic(), event.get("total"), event.get("completed") or 0
+        finished = total is not None and done >= total
+        if status in state["done"]:
+            return
+        if finished or status != state["status"] or now - state["at"] >= every_s:
+            state["at"], state["status"] = now, status
+            if finished:
+                state["done"].add(status)
+            size = f"{human_size(done)}/{human_size(total)}" if total else human_size(done)
+            percent = f" {100 * done // total}%" if total else ""
+            write(f"{status} ({event.get('file')}): {size}{percent}\n")
+
+    return handle
+
+
+__all__ = ["Plan", "ensure_model", "local_name", "plain_progress", "plan", "pull"]

@@ -1,0 +1,162 @@
+"""The Ollama registry transport: ``ollama://[<host>/][<namespace>/]<model>[:<tag>]``.
+
+``GET <scheme>://<host>/v2/<namespace>/<model>/manifests/<tag>`` (Accept: Docker manifest v2) gives the
+layers; the ``application/vnd.ollama.image.model`` layer becomes the one file ``model.gguf`` (downloaded
+from ``/v2/<namespace>/<model>/blobs/<digest>``, verified against the digest); the small template, system,
+license and params layers are fetched now, checked against their digests, and returned as text in
+:attr:`RemoteModel.layers`.
+
+Scheme: https. ``default_host`` (the caller's ``SLMCTL_OLLAMA_REGISTRY``) replaces the default registry
+host for references that name none; it may carry a scheme (``http://host:port``), and plain http is
+refused (:class:`UsageError`) unless ``insecure``. With ``insecure``, a bare host is tried over https
+first and over http when https cannot connect.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from urllib.parse import quote, urlsplit
+
+import httpx
+
+from slmctl.errors import IntegrityError, InvalidModelFile, NetworkError, UsageError
+from slmctl.sources.base import ClientFactory, RemoteFile, RemoteModel
+from slmctl.sources.hf import request
+from slmctl.sources.refs import _HOST, OLLAMA_REGISTRY, OllamaRef
+
+MANIFEST_ACCEPT = "application/vnd.docker.distribution.manifest.v2+json"
+MEDIA_PREFIX = "application/vnd.ollama.image."
+MODEL_MEDIA = MEDIA_PREFIX + "model"
+#: Layers fetched as text, by kind.
+TEXT_LAYERS = ("template", "system", "license", "params")
+MAX_TEXT_LAYER = 1024 * 1024
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_REGISTRY_HINT = "registries with plain http need --insecure"
+
+
+def _split_registry(value: str) -> tuple[str | None, str]:
+    """``(scheme or None, host[:port])`` of a registry setting (``host``, ``host:port`` or a URL)."""
+    value = value.strip().rstrip("/")
+    if "://" in value:
+        parts = urlsplit(value)
+        scheme, host = parts.scheme.lower(), parts.netloc
+        if scheme not in ("http", "https") or parts.path not in ("", "/"):
+            raise UsageError(f"bad Ollama registry {value!r}", "use <host>[:<port>] or https://<host>[:<port>]")
+    else:
+        scheme, host = None, value
+    if not _HOST.match(host) or ".." in host:
+        raise UsageError(f"bad Ollama registry host {host!r}", "use <host>[:<port>]")
+    return scheme, host
+
+
+class OllamaTransport:
+    """Resolves Ollama registry references."""
+
+    def __init__(self, client_factory: ClientFactory, *, insecure: bool = False, default_host: str | None = None) -> None:
+        self.client_factory = client_factory
+        self.insecure = insecure
+        self.default_host = default_host or None
+
+    def _base_urls(self, ref: OllamaRef) -> tuple[str, list[str]]:
+        """``(host, candidate base URLs in order)``."""
+        scheme: str | None = None
+        host = ref.host
+        if ref.host == OLLAMA_REGISTRY and self.default_host:
+            scheme, host = _split_registry(self.default_host)
+        if scheme == "http" and not self.insecure:
+            raise UsageError(f"refusing plain http for the Ollama registry {host}", _REGISTRY_HINT)
+        if scheme is not None:
+            return host, [f"{scheme}://{host}"]
+        return host, [f"https://{host}"] + ([f"http://{host}"] if self.insecure else [])
+
+    def resolve(self, ref: object, *, quant: str | None = None) -> RemoteModel:
+        """The remote model of ``ref`` (``quant`` does not apply: the tag names the variant)."""
+        if not isinstance(ref, OllamaRef):
+            raise UsageError(f"not an Ollama reference: {ref!r}")
+        host, bases = self._base_urls(ref)
+        path = f"/v2/{quote(ref.namespace)}/{quote(ref.model)}"
+        effective = OllamaRef(ref.model, ref.tag, ref.namespace, host)
+        what = f"ollama://{host}/{ref.namespace}/{ref.model}:{ref.tag}"
+        with self.client_factory() as client:
+            base, response = self._manifest(client, bases, f"{path}/manifests/{quote(ref.tag)}", what)
+            raw = response.content
+            try:
+                manifest = json.loads(raw)
+            except ValueError:
+                raise InvalidModelFile(f"the registry's manifest for {what} is not JSON") from None
+            layers = manifest.get("layers") if isinstance(manifest, dict) else None
+            if not isinstance(layers, list):
+                raise InvalidModelFile(f"the registry's manifest for {what} has no layers")
+            model_file: RemoteFile | None = None
+            texts: dict[str, list[str]] = {}
+            for layer in layers:
+                if not isinstance(layer, dict):
+                    continue
+                media = layer.get("mediaType")
+                digest = layer.get("digest")
+                size = layer.get("size")
+                if not isinstance(media, str) or not media.startswith(MEDIA_PREFIX):
+                    continue
+                kind = media[len(MEDIA_PREFIX):]
+                if kind != "model" and kind not in TEXT_LAYERS:
+                    continue  # projector, adapter, messages...: not supported here
+                if not isinstance(digest, str) or not _DIGEST.match(digest):
+                    raise InvalidModelFile(f"the manifest for {what} has a bad layer digest {digest!r}")
+                blob_url = f"{base}{path}/blobs/{digest}"
+                size = size if isinstance(size, int) and size >= 0 else None
+                if kind == "model":
+                    if model_file is None:
+                        model_file = RemoteFile(path="model.gguf", url=blob_url, size=size, sha256=digest)
+                    continue
+                texts.setdefault(kind, []).append(self._text_layer(client, blob_url, digest, size, kind, what))
+        if model_file is None:
+            raise InvalidModelFile(f"the manifest for {what} has no model layer ({MODEL_MEDIA})")
+        return RemoteModel(
+            source=str(effective),
+            source_type="ollama",
+            format="gguf",
+            files=[model_file],
+            revision="sha256:" + hashlib.sha256(raw).hexdigest(),
+            layers=texts,
+        )
+
+    def _manifest(self, client: httpx.Client, bases: list[str], path: str, what: str) -> tuple[str, httpx.Response]:
+        headers = {"Accept": MANIFEST_ACCEPT}
+        for i, base in enumerate(bases):
+            try:
+                return base, request(client, "GET", base + path, headers=headers, what=what,
+                                     hint_401="the registry refused access to this model")
+            except NetworkError as exc:
+                connect_failed = isinstance(exc.__cause__, httpx.TransportError)
+                if i + 1 < len(bases) and connect_failed:
+                    continue  # insecure: https could not connect, try plain http
+                if connect_failed and not self.insecure and base.startswith("https://"):
+                    exc.hint = f"{exc.hint}; {_REGISTRY_HINT}" if exc.hint else _REGISTRY_HINT
+                raise
+        raise AssertionError("unreachable")
+
+    def _text_layer(
+        self, client: httpx.Client, url: str, digest: str, size: int | None, kind: str, what: str
+    ) -> str:
+        if size is not None and size > MAX_TEXT_LAYER:
+            raise InvalidModelFile(f"the {kind} layer of {what} is too large ({size} bytes)")
+        body = request(client, "GET", url, what=f"{kind} layer of {what}",
+                       hint_401="the registry refused access to this model").content
+        if len(body) > MAX_TEXT_LAYER:
+            raise InvalidModelFile(f"the {kind} layer of {what} is too large ({len(body)} bytes)")
+        if "sha256:" + hashlib.sha256(body).hexdigest() != digest:
+            raise IntegrityError(f"the {kind} layer of {what} does not match its digest {digest}")
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidModelFile(f"the {kind} layer of {what} is not UTF-8 text") from None
+        if kind == "params":
+            try:
+                params = json.loads(text)
+            except ValueError:
+                raise InvalidModelFile(f"the params layer of {what} is not JSON") from None
+            if not isinstance(params, dict):
+                raise InvalidModelFile(f"the params layer of {what} is not a JSON object")
+        return text
