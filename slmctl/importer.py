@@ -13,7 +13,7 @@ from pathlib import Path
 
 from slmctl.errors import InvalidModelFile, UsageError
 from slmctl.formats.gguf_info import GGUFInfo, format_parameter_count, inspect_gguf
-from slmctl.formats.onnx_folder import inspect_onnx_folder
+from slmctl.formats.onnx_folder import OnnxFolderInfo, inspect_onnx_folder
 from slmctl.names import ModelRef, parse_model_ref
 from slmctl.store import FileEntry, Manifest, ModelDetails, ModelFormat, ModelStore, SourceInfo, StagedBlob
 
@@ -72,6 +72,17 @@ def prepare_path(store: ModelStore, path: Path) -> PreparedModel:
     return prepared
 
 
+def details_from_onnx(info: OnnxFolderInfo) -> ModelDetails:
+    return ModelDetails(
+        architecture=info.architecture,
+        family="embedding" if info.kind == "encoder" else info.architecture,
+        parameter_count=info.parameter_count,
+        parameter_size=format_parameter_count(info.parameter_count) if info.parameter_count else None,
+        quantization=info.quantization,
+        context_length=info.context_length,
+    )
+
+
 def import_path(store: ModelStore, path: Path, name: str | None = None) -> Manifest:
     """Import a ``.gguf`` file or an ONNX model folder as ``name`` (default: from the file name)."""
     ref: ModelRef = parse_model_ref(name if name else default_name(path.expanduser()))
@@ -97,14 +108,7 @@ def _prepare_onnx(store: ModelStore, folder: Path) -> PreparedModel:
     except BaseException:
         prepared.discard()
         raise
-    prepared.details = ModelDetails(
-        architecture=info.architecture,
-        family="embedding" if info.kind == "encoder" else info.architecture,
-        parameter_count=info.parameter_count,
-        parameter_size=format_parameter_count(info.parameter_count) if info.parameter_count else None,
-        quantization=info.quantization,
-        context_length=info.context_length,
-    )
+    prepared.details = details_from_onnx(info)
     return prepared
 
 

@@ -218,8 +218,8 @@ def _validate(store: ModelStore, fmt: str, files: list[FileEntry], staged: list[
         from slmctl.importer import details_from_gguf
 
         return details_from_gguf(inspect_gguf(_blob_file(store, files[0].digest, staged)))
-    from slmctl.formats.gguf_info import format_parameter_count
     from slmctl.formats.onnx_folder import inspect_onnx_folder
+    from slmctl.importer import details_from_onnx
     from slmctl.store.fsutil import link_file
 
     folder = store.tmp_dir / f"{STAGE_PREFIX}{os.getpid()}-check-{uuid.uuid4().hex}"
@@ -231,14 +231,7 @@ def _validate(store: ModelStore, fmt: str, files: list[FileEntry], staged: list[
         shutil.rmtree(folder, ignore_errors=True)
     order = {path: i for i, path in enumerate(info.files)}
     files.sort(key=lambda e: order.get(e.path, len(order)))  # the files the runtime needs first
-    return ModelDetails(
-        architecture=info.architecture,
-        family="embedding" if info.kind == "encoder" else info.architecture,
-        parameter_count=info.parameter_count,
-        parameter_size=format_parameter_count(info.parameter_count) if info.parameter_count else None,
-        quantization=info.quantization,
-        context_length=info.context_length,
-    )
+    return details_from_onnx(info)
 
 
 def _layers(store: ModelStore, texts: Mapping[str, list[str]], staged: list[StagedBlob]) -> list[Layer]:
