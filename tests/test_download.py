@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -11,7 +12,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,6 +22,7 @@ import pytest
 from slmctl.errors import IntegrityError, NetworkError, OperationFailed
 from slmctl.sources.download import DownloadTarget, download
 from slmctl.sources.http import default_client, parse_retry_after
+from slmctl.sources.parts import plan_parts
 from slmctl.store.blobs import sha256_bytes
 from tests.http_fixtures import PROBE_RANGE, Fault, FileServer
 
@@ -50,11 +52,21 @@ def loopback_client() -> httpx.Client:
     return httpx.Client(trust_env=False)
 
 
-def fetch(srv: FileServer, data: bytes, dest: Path, **kwargs: object) -> str:
+Fetch = Callable[..., str]
+
+
+def _fetch(raw: bool, srv: FileServer, data: bytes, dest: Path, **kwargs: object) -> str:
     target = kwargs.pop("target", None) or DownloadTarget(srv.url, len(data), sha256_bytes(data))
     kwargs.setdefault("sleep", Sleeps())
     kwargs.setdefault("stall_timeout", 5.0)
-    return download(loopback_client, target, dest, parts=4, min_part_size=PART, **kwargs)  # type: ignore[arg-type]
+    return download(loopback_client, target, dest, parts=4, min_part_size=PART,  # type: ignore[arg-type]
+                    raw_bodies=raw, env={}, **kwargs)
+
+
+@pytest.fixture(params=["httpx", "raw"])
+def fetch(request: pytest.FixtureRequest) -> Fetch:
+    """Download with the parts' bodies read through httpx, or through the raw http.client sessions."""
+    return functools.partial(_fetch, request.param == "raw")
 
 
 def part_requests(srv: FileServer) -> list[str | None]:
@@ -66,26 +78,29 @@ def assert_clean(dest: Path) -> None:
     assert not dest.with_suffix(".bin.partial.json").exists()
 
 
-def test_plain_download_parallel_parts(server: FileServer, data: bytes, tmp_path: Path) -> None:
+def test_plain_download_parallel_parts(fetch: Fetch, server: FileServer, data: bytes, tmp_path: Path) -> None:
     dest = tmp_path / "model.bin"
     seen: list[tuple[int, int | None]] = []
     digest = fetch(server, data, dest, on_progress=lambda done, total: seen.append((done, total)))
     assert digest == sha256_bytes(data)
     assert dest.read_bytes() == data
     assert_clean(dest)
-    ranges = part_requests(server)
-    assert len(ranges) == 4 and all(r and r.startswith("bytes=") for r in ranges)
+    planned = plan_parts(SIZE, PART)
+    assert len(planned) == 6  # more parts than the 4 workers: they take them in file order
+    assert sorted(part_requests(server), key=lambda r: int(r[6:].split("-")[0])) == [
+        f"bytes={p.start}-{p.end - 1}" for p in planned
+    ]
     assert server.bytes_served == SIZE + 1  # the parts plus the 1-byte probe
     assert seen[-1] == (SIZE, SIZE)
 
 
-def test_unknown_size_and_digest(server: FileServer, data: bytes, tmp_path: Path) -> None:
+def test_unknown_size_and_digest(fetch: Fetch, server: FileServer, data: bytes, tmp_path: Path) -> None:
     dest = tmp_path / "model.bin"
     assert fetch(server, data, dest, target=DownloadTarget(server.url, None, None)) == sha256_bytes(data)
     assert dest.read_bytes() == data
 
 
-def test_server_without_ranges(data: bytes, tmp_path: Path) -> None:
+def test_server_without_ranges(fetch: Fetch, data: bytes, tmp_path: Path) -> None:
     with FileServer(data, ranges=False) as srv:
         dest = tmp_path / "model.bin"
         assert fetch(srv, data, dest) == sha256_bytes(data)
@@ -94,7 +109,7 @@ def test_server_without_ranges(data: bytes, tmp_path: Path) -> None:
         assert_clean(dest)
 
 
-def test_server_without_ranges_restarts_after_drop(data: bytes, tmp_path: Path) -> None:
+def test_server_without_ranges_restarts_after_drop(fetch: Fetch, data: bytes, tmp_path: Path) -> None:
     with FileServer(data, ranges=False) as srv:
         srv.faults.append(Fault(drop_after=300_000))
         sleeps = Sleeps()
@@ -105,18 +120,18 @@ def test_server_without_ranges_restarts_after_drop(data: bytes, tmp_path: Path) 
         assert srv.bytes_served == SIZE + 300_000  # no resume without ranges: a full restart
 
 
-def test_connection_dropped_mid_part_is_resumed(server: FileServer, data: bytes, tmp_path: Path) -> None:
+def test_connection_dropped_mid_part_is_resumed(fetch: Fetch, server: FileServer, data: bytes, tmp_path: Path) -> None:
     server.faults.append(Fault(drop_after=200_000))
     sleeps = Sleeps()
     dest = tmp_path / "model.bin"
     assert fetch(server, data, dest, sleep=sleeps) == sha256_bytes(data)
     assert dest.read_bytes() == data
     assert len(sleeps) == 1
-    assert len(part_requests(server)) == 5
+    assert len(part_requests(server)) == len(plan_parts(SIZE, PART)) + 1
     assert server.bytes_served <= SIZE + 1 + 64 * 1024  # at most the unrecorded chunk is fetched twice
 
 
-def test_stall_is_detected_and_retried(server: FileServer, data: bytes, tmp_path: Path) -> None:
+def test_stall_is_detected_and_retried(fetch: Fetch, server: FileServer, data: bytes, tmp_path: Path) -> None:
     server.faults.append(Fault(stall_after=100_000, stall_s=1.5))
     dest = tmp_path / "model.bin"
     started = time.monotonic()
@@ -125,21 +140,21 @@ def test_stall_is_detected_and_retried(server: FileServer, data: bytes, tmp_path
     assert dest.read_bytes() == data
 
 
-def test_5xx_then_success(server: FileServer, data: bytes, tmp_path: Path) -> None:
+def test_5xx_then_success(fetch: Fetch, server: FileServer, data: bytes, tmp_path: Path) -> None:
     server.faults += [Fault(status=503), Fault(status=500)]
     sleeps = Sleeps()
     assert fetch(server, data, tmp_path / "model.bin", sleep=sleeps) == sha256_bytes(data)
     assert len(sleeps) == 2
 
 
-def test_429_honours_retry_after(server: FileServer, data: bytes, tmp_path: Path) -> None:
+def test_429_honours_retry_after(fetch: Fetch, server: FileServer, data: bytes, tmp_path: Path) -> None:
     server.faults.append(Fault(status=429, headers={"Retry-After": "7"}))
     sleeps = Sleeps()
     assert fetch(server, data, tmp_path / "model.bin", sleep=sleeps) == sha256_bytes(data)
     assert sleeps == [7.0]
 
 
-def test_retries_exhausted(server: FileServer, data: bytes, tmp_path: Path) -> None:
+def test_retries_exhausted(fetch: Fetch, server: FileServer, data: bytes, tmp_path: Path) -> None:
     server.faults += [Fault(status=503)] * 10
     with pytest.raises(NetworkError) as info:
         fetch(server, data, tmp_path / "model.bin", retries=2)
@@ -147,7 +162,7 @@ def test_retries_exhausted(server: FileServer, data: bytes, tmp_path: Path) -> N
     assert "after 3 attempts" in info.value.message
 
 
-def test_404_is_final(server: FileServer, data: bytes, tmp_path: Path) -> None:
+def test_404_is_final(fetch: Fetch, server: FileServer, data: bytes, tmp_path: Path) -> None:
     server.status_override = 404
     sleeps = Sleeps()
     with pytest.raises(NetworkError) as info:
@@ -157,7 +172,7 @@ def test_404_is_final(server: FileServer, data: bytes, tmp_path: Path) -> None:
     assert sleeps == [] and len(server.range_headers) == 1
 
 
-def test_401_hints_at_hf_token(server: FileServer, data: bytes, tmp_path: Path) -> None:
+def test_401_hints_at_hf_token(fetch: Fetch, server: FileServer, data: bytes, tmp_path: Path) -> None:
     server.status_override = 401
     with pytest.raises(NetworkError) as info:
         fetch(server, data, tmp_path / "model.bin")
@@ -166,7 +181,7 @@ def test_401_hints_at_hf_token(server: FileServer, data: bytes, tmp_path: Path) 
 
 
 @pytest.mark.parametrize("ranges", [True, False])
-def test_wrong_digest_leaves_nothing(data: bytes, tmp_path: Path, ranges: bool) -> None:
+def test_wrong_digest_leaves_nothing(fetch: Fetch, data: bytes, tmp_path: Path, ranges: bool) -> None:
     wrong = "sha256:" + "0" * 64
     with FileServer(data, ranges=ranges) as srv:
         dest = tmp_path / "model.bin"
@@ -177,12 +192,12 @@ def test_wrong_digest_leaves_nothing(data: bytes, tmp_path: Path, ranges: bool) 
     assert_clean(dest)
 
 
-def test_size_mismatch(server: FileServer, data: bytes, tmp_path: Path) -> None:
+def test_size_mismatch(fetch: Fetch, server: FileServer, data: bytes, tmp_path: Path) -> None:
     with pytest.raises(IntegrityError, match="size"):
         fetch(server, data, tmp_path / "model.bin", target=DownloadTarget(server.url, SIZE + 1, None))
 
 
-def test_not_enough_disk_space(server: FileServer, data: bytes, tmp_path: Path) -> None:
+def test_not_enough_disk_space(fetch: Fetch, server: FileServer, data: bytes, tmp_path: Path) -> None:
     dest = tmp_path / "model.bin"
     with pytest.raises(OperationFailed) as info:
         fetch(server, data, dest, disk_usage=lambda _path: SimpleNamespace(free=1000))
@@ -191,7 +206,7 @@ def test_not_enough_disk_space(server: FileServer, data: bytes, tmp_path: Path) 
     assert_clean(dest)
 
 
-def test_keyboard_interrupt_keeps_partial_for_resume(server: FileServer, data: bytes, tmp_path: Path) -> None:
+def test_keyboard_interrupt_keeps_partial_for_resume(fetch: Fetch, server: FileServer, data: bytes, tmp_path: Path) -> None:
     dest = tmp_path / "model.bin"
     server.chunk_delay = 0.005
 
@@ -212,7 +227,7 @@ def test_keyboard_interrupt_keeps_partial_for_resume(server: FileServer, data: b
     assert_clean(dest)
 
 
-def test_mismatched_sidecar_starts_over(server: FileServer, data: bytes, tmp_path: Path) -> None:
+def test_mismatched_sidecar_starts_over(fetch: Fetch, server: FileServer, data: bytes, tmp_path: Path) -> None:
     dest = tmp_path / "model.bin"
     dest.with_suffix(".bin.partial").write_bytes(b"\0" * SIZE)
     parts = [{"start": 0, "end": SIZE, "done": SIZE}]
@@ -224,7 +239,7 @@ def test_mismatched_sidecar_starts_over(server: FileServer, data: bytes, tmp_pat
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX signals")
 @pytest.mark.parametrize("signame", ["SIGKILL", "SIGINT"])
-def test_resume_after_killed_process(server: FileServer, data: bytes, tmp_path: Path, signame: str) -> None:
+def test_resume_after_killed_process(fetch: Fetch, server: FileServer, data: bytes, tmp_path: Path, signame: str) -> None:
     dest = tmp_path / "model.bin"
     sidecar = dest.with_suffix(".bin.partial.json")
     script = textwrap.dedent(
@@ -268,7 +283,7 @@ def test_resume_after_killed_process(server: FileServer, data: bytes, tmp_path: 
     assert_clean(dest)
 
 
-def test_concurrent_downloads_share_the_work(server: FileServer, data: bytes, tmp_path: Path) -> None:
+def test_concurrent_downloads_share_the_work(fetch: Fetch, server: FileServer, data: bytes, tmp_path: Path) -> None:
     dest = tmp_path / "model.bin"
     server.chunk_delay = 0.002
     results: list[str] = []

@@ -198,3 +198,31 @@ def test_a_corrupted_header_byte_never_raises_anything_else(
         _inspect_bytes(corrupted)
     except InvalidModelFile:
         pass  # rejected cleanly; a byte inside a string may also leave the file valid
+
+
+def test_gguf_constants_match_the_gguf_package_without_importing_numpy() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; from slmctl.formats.gguf_info import inspect_gguf; "
+            "print('numpy' in sys.modules, 'gguf' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
+
+    from gguf import GGUFWriter
+    from gguf.constants import GGUFValueType
+
+    from slmctl.formats.gguf_constants import SCALARS
+
+    writer_table = {int(t): f for t, f in GGUFWriter._simple_value_packing.items()}
+    assert {t: s.format.lstrip("<") for t, s in SCALARS.items()} == writer_table
+    assert int(GGUFValueType.STRING) not in SCALARS
+
+
+def test_later_parts_of_a_split_model_need_no_architecture(tmp_path: Path) -> None:
+    from slmctl.testing.tiny_gguf import write_tiny_split_gguf
+
+    first, second = write_tiny_split_gguf(tmp_path / "model.gguf", parts=2)
+    head, tail = inspect_gguf(first), inspect_gguf(second)
+    assert head.architecture == "llama" and tail.architecture == ""
+    assert head.parameter_count > 0 and tail.parameter_count > 0

@@ -7,7 +7,7 @@ lie inside the file, and turns every malformation into :class:`~slmctl.errors.In
 It parses the header itself instead of using ``gguf.GGUFReader``: the reader builds a numpy view per
 element of every metadata array (seconds on a 150k-token vocabulary), maps whole tensors, and fails
 on broken files with raw ``ValueError``/``IndexError``. The format's tables (value types, block sizes,
-file types) still come from the ``gguf`` package.
+file types) still come from the ``gguf`` package, through :mod:`slmctl.formats.gguf_constants` (no numpy).
 """
 
 from __future__ import annotations
@@ -21,10 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from gguf import GGUFWriter
-from gguf.constants import GGML_QUANT_SIZES, GGUF_DEFAULT_ALIGNMENT, GGMLQuantizationType, GGUFValueType, LlamaFileType
-
 from slmctl.errors import InvalidModelFile, OperationFailed
+from slmctl.formats.gguf_constants import (
+    GGML_QUANT_SIZES,
+    GGUF_DEFAULT_ALIGNMENT,
+    SCALARS,
+    GGMLQuantizationType,
+    GGUFValueType,
+    LlamaFileType,
+)
 
 __all__ = ["ArraySummary", "GGUFInfo", "MetadataValue", "format_parameter_count", "inspect_gguf", "is_gguf_file"]
 
@@ -32,8 +37,6 @@ _MAGIC = b"GGUF"
 _VERSIONS = (2, 3)
 _MAX_DIMS = 4
 _U32, _U64 = struct.Struct("<I"), struct.Struct("<Q")
-#: Scalar value types and their struct formats, from gguf's own writer table.
-_SCALARS: dict[int, struct.Struct] = {t: struct.Struct("<" + f) for t, f in GGUFWriter._simple_value_packing.items()}
 _HINT_BROKEN = "the file is damaged or incomplete: download it again"
 _HINT_NOT_GGUF = "slmctl runs .gguf model files; convert the model to GGUF or pull a GGUF build of it"
 
@@ -54,7 +57,8 @@ MetadataValue = str | int | float | bool | ArraySummary
 
 @dataclass(frozen=True)
 class GGUFInfo:
-    """What slmctl knows about a GGUF model without loading it."""
+    """What slmctl knows about a GGUF model without loading it (a later part of a split model has no
+    architecture: ``""``, and only its own tensors)."""
 
     architecture: str
     name: str | None
@@ -118,8 +122,8 @@ class _Cursor:
     def value(self, vtype: int, what: str) -> MetadataValue:
         if vtype == GGUFValueType.STRING:
             return self.string(what)
-        if vtype in _SCALARS:
-            return self.scalar(_SCALARS[vtype], what)
+        if vtype in SCALARS:
+            return self.scalar(SCALARS[vtype], what)
         if vtype != GGUFValueType.ARRAY:
             raise _corrupt(f"{what} has unknown value type {vtype}")
         item_type = int(self.scalar(_U32, what))
@@ -128,8 +132,8 @@ class _Cursor:
         return ArraySummary(GGUFValueType(item_type).name.lower(), length)
 
     def _skip_items(self, item_type: int, length: int, what: str) -> None:
-        if item_type in _SCALARS:
-            self._advance(length * _SCALARS[item_type].size, what)
+        if item_type in SCALARS:
+            self._advance(length * SCALARS[item_type].size, what)
         elif item_type == GGUFValueType.STRING:
             if length * _U64.size > self.size - self.pos:
                 self._advance(length * _U64.size, what)  # raises: more strings than the file can hold
@@ -265,8 +269,10 @@ def _parse(buf: mmap.mmap, size: int) -> GGUFInfo:
     alignment = _alignment(metadata)
     _check_tensor_data(tensors, -(-cur.pos // alignment) * alignment, alignment, size)
     architecture = _str(metadata, "general.architecture")
-    if not architecture:
+    later_split_part = (_int(metadata, "split.no") or 0) > 0  # gguf-split: only the first part has the metadata
+    if not architecture and not later_split_part:
         raise InvalidModelFile("invalid GGUF model: the metadata has no 'general.architecture'", _HINT_NOT_GGUF)
+    architecture = architecture or ""
     if not tensors:
         raise InvalidModelFile("invalid GGUF model: it has no tensors (a vocabulary-only file?)", _HINT_NOT_GGUF)
     parameter_count = sum(t.n_elements for t in tensors)

@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -34,6 +34,7 @@ T = TypeVar("T")
 
 #: Longest wait honoured from a ``Retry-After`` header, and longest backoff delay.
 MAX_DELAY_S = 120.0
+USER_AGENT = "slmctl"
 RETRYABLE_STATUS = frozenset({408, 429})
 PROBE_RANGE = "bytes=0-0"
 _CONTENT_RANGE_RE = re.compile(r"^bytes\s+\d+-\d+/(\d+|\*)$")
@@ -68,7 +69,7 @@ class Cancelled(Exception):
 
 def default_client() -> httpx.Client:
     """The client used when none is injected (honours the standard proxy and CA variables)."""
-    return httpx.Client(trust_env=True, follow_redirects=True, headers={"User-Agent": "slmctl"})
+    return httpx.Client(trust_env=True, follow_redirects=True, headers={"User-Agent": USER_AGENT})
 
 
 def display_url(url: str) -> str:
@@ -99,7 +100,16 @@ def parse_retry_after(value: str | None) -> float | None:
     return min(max(seconds, 0.0), MAX_DELAY_S)
 
 
-def check_response(response: httpx.Response, url: str) -> None:
+class HasStatus(Protocol):
+    """What :func:`check_response` reads: an httpx response or a :class:`~slmctl.sources.rawget.RawResponse`."""
+
+    status_code: int
+
+    @property
+    def headers(self) -> Any: ...
+
+
+def check_response(response: HasStatus, url: str) -> None:
     """Return for 2xx; raise :class:`Transient` for retryable statuses, :class:`DownloadError` otherwise."""
     status = response.status_code
     if 200 <= status < 300:
