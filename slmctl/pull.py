@@ -74,11 +74,14 @@ def local_name(source: SourceRef, quant: str | None = None) -> ModelRef:
 
 
 def plan(store: ModelStore, settings: Settings, name: str, *, format: str | None = None, quant: str | None = None,
-         device: str | None = None, insecure: bool = False) -> Plan:
-    """Resolve ``name`` without the network (catalog alias or source reference); ModelNotFound otherwise."""
+         device: str | None = None, insecure: bool = False, sha256: str | None = None) -> Plan:
+    """Resolve ``name`` without the network (catalog alias or source reference); ModelNotFound otherwise.
+
+    ``sha256`` (``sha256:<hex>``) is the expected digest of a source reference's single file.
+    """
     source = parse_source(name, allow_http=insecure)
     if source is not None:
-        return Plan(local_name(source, quant), source, quant=quant, format=format)
+        return Plan(local_name(source, quant), source, quant=quant, format=format, sha256=sha256)
     from slmctl.backends.providers import usable_gguf_devices, usable_onnx_providers
     from slmctl.catalog import choose_variant, load_catalog
 
@@ -105,12 +108,12 @@ def plan(store: ModelStore, settings: Settings, name: str, *, format: str | None
 
 def pull(store: ModelStore, settings: Settings, name: str, *, env: Mapping[str, str], format: str | None = None,
          quant: str | None = None, device: str | None = None, client_factory: Any = None, insecure: bool = False,
-         on_event: OnEvent | None = None) -> Manifest:
+         on_event: OnEvent | None = None, sha256: str | None = None) -> Manifest:
     """Download ``name`` into the store and return its manifest (see the module docstring)."""
     if format is not None and format.strip().lower() not in ("gguf", "onnx"):
         raise UsageError(f"unknown format '{format}'", hint="valid: gguf, onnx")
     emit: OnEvent = on_event or (lambda _event: None)
-    p = plan(store, settings, name, format=format, quant=quant, device=device, insecure=insecure)
+    p = plan(store, settings, name, format=format, quant=quant, device=device, insecure=insecure, sha256=sha256)
     if settings.offline:
         raise NetworkError(f"offline mode (SLMCTL_OFFLINE=1): cannot download '{name}' from {p.source}",
                            hint="unset SLMCTL_OFFLINE to allow downloads, or import a local file with 'slmctl import'")
@@ -213,11 +216,17 @@ def _blob_file(store: ModelStore, digest: str, staged: list[StagedBlob]) -> Path
 
 def _validate(store: ModelStore, fmt: str, files: list[FileEntry], staged: list[StagedBlob]) -> ModelDetails:
     """Check the downloaded files are a model this tool can run; returns its details."""
-    if fmt == "gguf":
-        from slmctl.formats.gguf_info import inspect_gguf
+    if fmt == "gguf":  # every part of a split model is checked; the first one holds the metadata
+        from slmctl.formats.gguf_info import format_parameter_count, inspect_gguf
         from slmctl.importer import details_from_gguf
 
-        return details_from_gguf(inspect_gguf(_blob_file(store, files[0].digest, staged)))
+        infos = [inspect_gguf(_blob_file(store, entry.digest, staged)) for entry in files]
+        details = details_from_gguf(infos[0])
+        if len(infos) > 1:
+            count = sum(info.parameter_count for info in infos)
+            details = details.model_copy(update={"parameter_count": count,
+                                                 "parameter_size": format_parameter_count(count)})
+        return details
     from slmctl.formats.onnx_folder import inspect_onnx_folder
     from slmctl.importer import details_from_onnx
     from slmctl.store.fsutil import link_file

@@ -1,7 +1,8 @@
 """Shared pytest fixtures of the slmctl test suite.
 
-Synthetic GGUF models (written once per session by :mod:`slmctl.testing.tiny_gguf`) and an isolated
-``SLMCTL_HOME`` for tests that touch the model store or configuration.
+Synthetic GGUF models (written once per session by :mod:`slmctl.testing.tiny_gguf`), an isolated
+``SLMCTL_HOME`` for tests that touch the model store or configuration, and (from :mod:`hub_fixtures`)
+a loopback Hugging Face-style server for the tests that pull.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from pathlib import Path
 import pytest
 
 from slmctl.testing.tiny_gguf import TinyGGUFSpec, write_corrupt_files, write_tiny_gguf
+
+#: The loopback Hugging Face-style server (``hub``) and its model fixtures, for the pull and create tests.
+pytest_plugins = ("hub_fixtures",)
 
 
 @pytest.fixture(scope="session")

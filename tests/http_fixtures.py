@@ -1,10 +1,12 @@
 """A loopback HTTP file server with injectable faults, for the downloader tests.
 
-:class:`FileServer` serves one blob of bytes at ``/file`` from a ``ThreadingHTTPServer`` bound to
-``127.0.0.1:0`` (optionally honouring ``Range``), counts the body bytes it sent and the ``Range``
-headers it saw, and applies queued :class:`Fault` objects to the next requests (past the range
-probe, when ranges are on; without them the probe's response is the download): a status
-(with headers), a connection dropped after N bytes, or a stall (sleep) after N bytes.
+:class:`FileServer` serves one blob of bytes at ``path`` (default ``/file``; other paths get 404) from a
+``ThreadingHTTPServer`` bound to ``127.0.0.1:0`` (optionally honouring ``Range``), counts the body bytes
+it sent and the ``Range`` headers it saw, and applies queued :class:`Fault` objects to the next
+requests (past the range probe, when ranges are on; without them the probe's response is the
+download): a status (with headers), a connection dropped after N bytes, or a stall (sleep) after N
+bytes. ``HEAD`` gets the headers of a plain ``GET`` (no fault, not counted), or ``405`` when
+``head_allowed`` is off, as some signed-URL servers answer.
 """
 
 from __future__ import annotations
@@ -34,10 +36,12 @@ class Fault:
 class FileServer:
     """Serve ``data`` at :attr:`url`; use as a context manager."""
 
-    def __init__(self, data: bytes, *, ranges: bool = True, chunk: int = 64 * 1024) -> None:
+    def __init__(self, data: bytes, *, ranges: bool = True, chunk: int = 64 * 1024, path: str = "/file") -> None:
         self.data = data
         self.ranges = ranges
         self.chunk = chunk
+        self.path = path
+        self.head_allowed = True
         self.chunk_delay = 0.0
         self.status_override: int | None = None
         self.faults: list[Fault] = []
@@ -54,7 +58,7 @@ class FileServer:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}/file"
+        return f"http://{host}:{port}{self.path}"
 
     def reset_counters(self) -> None:
         """Zero the counters once the handlers of earlier (abandoned) requests have finished."""
@@ -101,18 +105,25 @@ def _make_handler(owner: FileServer) -> type[BaseHTTPRequestHandler]:
                 with owner._lock:
                     owner.active -= 1
 
+        def do_HEAD(self) -> None:  # noqa: N802 - stdlib name
+            status = owner.status_override or (200 if owner.head_allowed else 405)
+            if self.path.split("?", 1)[0] != owner.path:
+                status = 404
+            self.send_response(status)
+            if status == 200 and owner.ranges:
+                self.send_header("Accept-Ranges", "bytes")
+            self.send_header("Content-Length", str(len(owner.data) if status == 200 else 0))
+            self.end_headers()
+
         def _serve(self) -> None:
+            if self.path.split("?", 1)[0] != owner.path:
+                self._status(404, None)
+                return
             range_header = self.headers.get("Range")
             fault = owner._next_fault(range_header)
             status = owner.status_override or (fault.status if fault else None)
             if status is not None:
-                body = b"error"
-                self.send_response(status)
-                for key, value in (fault.headers if fault else {}).items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                self._status(status, fault)
                 return
             data, start, end = owner.data, 0, len(owner.data)
             match = re.match(r"bytes=(\d+)-(\d*)$", range_header or "")
@@ -134,6 +145,15 @@ def _make_handler(owner: FileServer) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Length", str(end - start))
             self.end_headers()
             self._send_body(data, start, end, fault)
+
+        def _status(self, status: int, fault: Fault | None) -> None:
+            body = b"error"
+            self.send_response(status)
+            for key, value in (fault.headers if fault else {}).items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
 
         def _send_body(self, data: bytes, start: int, end: int, fault: Fault | None) -> None:
             sent, position = 0, start

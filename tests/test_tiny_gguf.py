@@ -10,7 +10,13 @@ import gguf
 import pytest
 
 from slmctl.formats.gguf_info import inspect_gguf
-from slmctl.testing.tiny_gguf import CHATML_TEMPLATE, TinyGGUFSpec, write_bench_gguf, write_tiny_gguf
+from slmctl.testing.tiny_gguf import (
+    CHATML_TEMPLATE,
+    TinyGGUFSpec,
+    write_bench_gguf,
+    write_tiny_gguf,
+    write_tiny_split_gguf,
+)
 
 PRINTABLE_ASCII = {chr(c) for c in range(0x20, 0x7F)}
 
@@ -50,6 +56,22 @@ def test_padded_vocabulary_has_the_requested_size(tmp_path: Path) -> None:
 def test_too_small_vocabulary_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="vocab_size must be at least"):
         write_tiny_gguf(tmp_path / "v.gguf", TinyGGUFSpec(vocab_size=10))
+
+
+def test_split_builder_shares_the_tensors_out(tmp_path: Path, tiny_gguf: Path) -> None:
+    parts = write_tiny_split_gguf(tmp_path / "model.gguf", parts=3)
+    assert [p.name for p in parts] == [f"model-0000{i}-of-00003.gguf" for i in (1, 2, 3)]
+    readers = [gguf.GGUFReader(p) for p in parts]
+    whole = gguf.GGUFReader(tiny_gguf)
+    assert [t.name for r in readers for t in r.tensors] == [t.name for t in whole.tensors]
+    assert all(len(r.tensors) > 0 for r in readers)
+    for i, reader in enumerate(readers):
+        assert reader.fields["split.no"].contents() == i
+        assert reader.fields["split.count"].contents() == 3
+        assert reader.fields["split.tensors.count"].contents() == len(whole.tensors)
+    assert "tokenizer.ggml.tokens" in readers[0].fields and "tokenizer.ggml.tokens" not in readers[1].fields
+    with pytest.raises(ValueError, match="cannot split"):
+        write_tiny_split_gguf(tmp_path / "one.gguf", parts=1)
 
 
 def test_corrupt_files_are_written(corrupt_gguf_files: dict[str, Path], tiny_gguf: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -12,10 +13,15 @@ COMMAND = {
     "help": "Create a model from a Modelfile (base model, parameters, system prompt, template, files).",
     "epilog": "Examples:\n\n  slmctl create enterprise-assistant -f modelfiles/enterprise-assistant/Modelfile\n\n"
     "  slmctl create tiny-q8 -f Modelfile --quantize q8_0\n\n"
+    "  printf 'FROM qwen2.5:0.5b\\nSYSTEM You answer in one sentence.\\n' > Modelfile\n\n"
+    "  slmctl create brief -f Modelfile   (pulls qwen2.5:0.5b first if it is not in the store)\n\n"
     "  slmctl show enterprise-assistant --modelfile > Modelfile   (rebuilds the same model)\n\n"
     "Modelfile instructions: FROM (required), PARAMETER, SYSTEM, TEMPLATE, MESSAGE, LICENSE, ADAPTER, "
-    "FILE, REQUIRES. A bad Modelfile exits with code 4 and points at the line; an unknown FROM model "
-    "exits with code 3.",
+    "FILE, REQUIRES. FROM is a stored model, a .gguf file or ONNX folder, a catalog name (see 'slmctl list "
+    "--available') or a source reference (hf.co/..., hf://..., ollama://..., https://....gguf); a catalog "
+    "name or reference that is not in the store is pulled first, as 'slmctl run' does (SLMCTL_OFFLINE=1: "
+    "exit 5). A bad Modelfile exits with code 4 and points at the line; an unknown FROM model exits with "
+    "code 3.",
 }
 
 
@@ -28,7 +34,8 @@ def command(
     quiet: bool = typer.Option(False, "--quiet", help="Print nothing but errors and the result."),
 ) -> None:
     from slmctl.cli.output import human_size
-    from slmctl.modelfile.create import create_model
+    from slmctl.cli.progress import pull_progress
+    from slmctl.modelfile.create import BasePull, create_model
 
     app = ctx.obj
 
@@ -37,6 +44,8 @@ def command(
             app.stderr.write(f"{message}\n")
             app.stderr.flush()
 
-    manifest = create_model(app.engine(), name, file, quantize=quantize, progress=progress)
+    with pull_progress(app.stderr, quiet=quiet) as on_event:
+        manifest = create_model(app.engine(), name, file, quantize=quantize, progress=progress,
+                                pull=BasePull(app.settings, os.environ, on_event))
     typer.echo(f"created {manifest.ref} ({manifest.format}, {human_size(manifest.total_size)}, "
                f"{manifest.digest().removeprefix('sha256:')[:12]})")

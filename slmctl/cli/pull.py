@@ -15,7 +15,7 @@ COMMAND = {
     "  slmctl pull hf.co/bartowski/Llama-3.2-1B-Instruct-GGUF:Q8_0\n\n"
     "  slmctl pull hf://onnx-community/Qwen2.5-0.5B-Instruct/onnx   (an ONNX GenAI folder)\n\n"
     "  slmctl pull ollama://qwen2.5:3b\n\n"
-    "  slmctl pull https://example.com/models/model-Q4_K_M.gguf\n\n"
+    "  slmctl pull https://example.com/models/model-Q4_K_M.gguf --sha256 <hex>\n\n"
     "  slmctl pull qwen2.5:0.5b --json   (NDJSON events, like Ollama's /api/pull)\n\n"
     "A catalog name picks the variant for this machine (see 'slmctl list --available'); --format, --quant "
     "and --device override the choice. Every file is checked against its published sha256 digest (exit 6 on "
@@ -35,83 +35,45 @@ def command(
     insecure: bool = typer.Option(False, "--insecure", help="Allow plain http:// sources."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON progress event per line (NDJSON)."),
+    sha256: Optional[str] = typer.Option(
+        None, "--sha256", help="Expected sha256 of a URL's file (hex or sha256:<hex>); exit 6 on a mismatch."),
 ) -> None:
     from slmctl.pull import pull
 
     app = ctx.obj
+    digest = _expected_digest(name, sha256, insecure)
     if json_output:
         import json
 
-        def on_event(event: dict[str, Any]) -> None:
+        def print_event(event: dict[str, Any]) -> None:
             app.stdout.write(json.dumps(event, ensure_ascii=False) + "\n")
             app.stdout.flush()
 
         pull(app.store(), app.settings, name, env=os.environ, format=format_, quant=quant, device=device,
-             insecure=insecure, on_event=on_event)
+             insecure=insecure, on_event=print_event, sha256=digest)
         return
-    if quiet:
-        pull(app.store(), app.settings, name, env=os.environ, format=format_, quant=quant, device=device,
-             insecure=insecure)
-        return
-    try:
-        tty = app.stderr.isatty()
-    except (AttributeError, ValueError):
-        tty = False
-    with (_RichProgress(app.stderr) if tty else _nullcontext()) as bars:
-        handler = bars.handle if bars is not None else _plain(app.stderr)
+    from slmctl.cli.progress import pull_progress
+
+    with pull_progress(app.stderr, quiet=quiet) as on_event:
         manifest = pull(app.store(), app.settings, name, env=os.environ, format=format_, quant=quant,
-                        device=device, insecure=insecure, on_event=handler)
+                        device=device, insecure=insecure, on_event=on_event, sha256=digest)
+    if quiet:
+        return
     from slmctl.cli.output import human_size
 
     typer.echo(f"pulled {manifest.ref} ({manifest.format}, {human_size(manifest.total_size)}, "
                f"{manifest.digest().removeprefix('sha256:')[:12]})")
 
 
-def _plain(stream: Any) -> Any:
-    from slmctl.pull import plain_progress
-
-    def write(line: str) -> None:
-        stream.write(line)
-        stream.flush()
-
-    return plain_progress(write)
-
-
-class _nullcontext:
-    def __enter__(self) -> None:
+def _expected_digest(name: str, sha256: str | None, insecure: bool) -> str | None:
+    """``--sha256`` as ``sha256:<hex>``; it applies to URL sources only (the others publish digests)."""
+    if sha256 is None:
         return None
+    from slmctl.errors import UsageError
+    from slmctl.sources import UrlRef, parse_source
+    from slmctl.sources.url import normalise_sha256
 
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
-class _RichProgress:
-    """One rich progress bar per file (bytes, speed, ETA) on a terminal."""
-
-    def __init__(self, stream: Any) -> None:
-        from rich.console import Console
-        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
-                                   TransferSpeedColumn)
-
-        self.console = Console(file=stream)
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-                                 TransferSpeedColumn(), TimeRemainingColumn(), console=self.console)
-        self.tasks: dict[str, Any] = {}
-
-    def __enter__(self) -> _RichProgress:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
-
-    def handle(self, event: dict[str, Any]) -> None:
-        status = event.get("status", "")
-        if "completed" not in event:
-            if status != "resolved":
-                self.progress.console.print(status)
-            return
-        task = self.tasks.get(status)
-        if task is None:
-            task = self.tasks[status] = self.progress.add_task(status, total=event.get("total"))
-        self.progress.update(task, completed=event.get("completed") or 0, total=event.get("total"))
+    if not isinstance(parse_source(name, allow_http=insecure), UrlRef):
+        raise UsageError("--sha256 applies to URL sources (https://.../<file>.gguf) only",
+                         hint="Hugging Face, Ollama and catalog models are checked against the digests they publish")
+    return normalise_sha256(sha256)

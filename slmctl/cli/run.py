@@ -70,13 +70,11 @@ def pull_if_missing(app: Any, engine: Any, name: str) -> Any:
     """The stored model; a catalog alias or source reference not in the store is pulled first."""
     import os
 
-    from slmctl.pull import ensure_model, plain_progress
+    from slmctl.cli.progress import pull_progress
+    from slmctl.pull import ensure_model
 
-    def write(line: str) -> None:
-        app.stderr.write(line)
-        app.stderr.flush()
-
-    return ensure_model(engine.store, app.settings, name, env=os.environ, on_event=plain_progress(write))
+    with pull_progress(app.stderr) as on_event:
+        return ensure_model(engine.store, app.settings, name, env=os.environ, on_event=on_event)
 
 
 def parse_pairs(pairs: list[str], flag: str) -> dict[str, str]:

@@ -1,16 +1,19 @@
 """``slmctl create``: a new model from a Modelfile.
 
-FROM resolves to a stored model (whose layers are inherited) or to a ``.gguf`` file / ONNX folder
-relative to the Modelfile's folder. The new manifest shares the base's blobs and stores each layer
-(template, system, params, messages, license, knowledge files, adapter) as a blob; the same Modelfile
-gives the same digest on every machine. Everything is staged first and committed at once, so a failed
-create leaves nothing behind.
+FROM resolves to a ``.gguf`` file / ONNX folder relative to the Modelfile's folder, or to a stored
+model (whose layers are inherited). A catalog alias or a source reference (``hf.co/...``, ``hf://...``,
+``ollama://...``, ``https://....gguf``) that is not stored is pulled first, as ``run`` does
+(:func:`slmctl.pull.ensure_model`); the pulled base stays in the store as a model of its own, and the
+pull's progress events go to the caller's callback. The new manifest shares the base's blobs and stores
+each layer (template, system, params, messages, license, knowledge files, adapter) as a blob; the same
+Modelfile gives the same digest on every machine. Everything is staged first and committed at once, so
+a failed create leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,9 @@ from slmctl.modelfile.model import Modelfile
 from slmctl.modelfile.parser import parse_modelfile
 from slmctl.names import parse_model_ref
 from slmctl.options import build_options
+from slmctl.pull import OnEvent, ensure_model
+from slmctl.settings import Settings
+from slmctl.sources.refs import parse_source
 from slmctl.store import FileEntry, Layer, Manifest, ModelDetails, SourceInfo, StagedBlob
 
 MEDIA_TYPES = {kind: f"application/vnd.slmctl.{kind}" for kind in
@@ -67,18 +73,37 @@ def read_modelfile(path: Path) -> Modelfile:
     return parse_modelfile(text, filename=str(path))
 
 
+@dataclass(frozen=True)
+class BasePull:
+    """What pulling a FROM base needs: the settings (offline mode, catalog), the transport environment
+    (``HF_ENDPOINT``, ``HF_TOKEN``, ...) and where the pull's progress events go."""
+
+    settings: Settings
+    env: Mapping[str, str]
+    on_event: OnEvent | None = None
+
+
 def _looks_like_path(value: str, folder: Path) -> bool:
-    return (value.startswith((".", "/", "~")) or "\\" in value or value.lower().endswith(".gguf")
-            or (folder / value).exists())
+    """A file or folder: an explicit or existing path, or a ``.gguf`` name that is no source reference."""
+    if value.startswith((".", "/", "~")) or "\\" in value or (folder / value).exists():
+        return True
+    return value.lower().endswith(".gguf") and parse_source(value) is None
 
 
-def _resolve_from(engine: Engine, source: str, folder: Path, progress: Progress) -> _Build:
+def _base_manifest(engine: Engine, source: str, pull: BasePull | None) -> Manifest:
+    """The stored base; without ``pull`` a name that is not stored is not looked up anywhere else."""
+    if pull is None:
+        return engine.manifest(source)
+    return ensure_model(engine.store, pull.settings, source, env=pull.env, on_event=pull.on_event)
+
+
+def _resolve_from(engine: Engine, source: str, folder: Path, progress: Progress, pull: BasePull | None) -> _Build:
     if _looks_like_path(source, folder):
         path = (folder / Path(source).expanduser()).resolve()
         progress(f"importing base {path}")
         prepared = prepare_path(engine.store, path)
         return _Build(prepared.format, prepared.files, prepared.details, path, staged=list(prepared.staged))
-    base = engine.manifest(source)
+    base = _base_manifest(engine, source, pull)
     progress(f"using base {base.ref}")
     return _Build(base.format, list(base.files), base.details, engine.store.model_path(base), base=base,
                   inherited=list(base.layers))
@@ -202,14 +227,18 @@ def _check_requires(modelfile: Modelfile, path: Path) -> None:
 
 
 def create_model(engine: Engine, name: str, modelfile_path: Path, *, quantize: str | None = None,
-                 progress: Progress | None = None) -> Manifest:
-    """Build model ``name`` from the Modelfile at ``modelfile_path``; returns its manifest."""
+                 progress: Progress | None = None, pull: BasePull | None = None) -> Manifest:
+    """Build model ``name`` from the Modelfile at ``modelfile_path``; returns its manifest.
+
+    With ``pull``, a FROM catalog alias or source reference that is not in the store is pulled first
+    (offline mode: :class:`~slmctl.errors.NetworkError`); without it FROM must be stored or a path.
+    """
     say = progress or (lambda _message: None)
     ref = parse_model_ref(name)
     modelfile = read_modelfile(modelfile_path)
     _check_requires(modelfile, modelfile_path)
     folder = modelfile_path.resolve().parent
-    build = _resolve_from(engine, modelfile.from_, folder, say)
+    build = _resolve_from(engine, modelfile.from_, folder, say, pull)
     try:
         if quantize:
             _quantize(engine, build, quantize, say)

@@ -9,7 +9,8 @@ Listing uses ``GET {endpoint}/api/models/{owner}/{repo}/tree/{revision}[/{folder
   relative to it; nested folders holding their own ``genai_config.json`` and ``.gitattributes`` are left
   out) as an ONNX model; a folder without one but with GGUF files is resolved like ``hf.co``;
 * ``hf.co/<owner>/<repo>[:<QUANT>]``: the GGUF (split sets count as one) whose name carries the quant
-  (default ``Q4_K_M``), else :class:`ModelNotFound` listing the quants available.
+  (default ``Q4_K_M``; with no quant asked, a repo's only GGUF model whatever its name), else
+  :class:`ModelNotFound` listing the quants available.
 
 The environment is never read here: the caller passes ``endpoint`` and ``token`` in.
 :func:`request` (status mapping to slmctl errors) is shared with the other transports.
@@ -224,6 +225,9 @@ class HfTransport:
             loose = [p for p in candidates if _has_quant(p, wanted, exact=False)]
             if len({quant_of(p) for p in loose}) == 1:
                 matches = loose
+        only = not matches and quant is None and len(candidates) == 1
+        if only:
+            matches = candidates  # the repo's only model: there is no quant to choose
         if not matches:
             available = sorted({q for p in candidates if (q := quant_of(p))})
             if not candidates:
@@ -241,7 +245,8 @@ class HfTransport:
         remote = [self._remote_file(owner, repo, revision, files[p], p.rsplit("/", 1)[-1]) for p in parts]
         source = what
         if what.startswith("hf.co/"):
-            source = f"hf.co/{owner}/{repo}:{quant or quant_of(first) or wanted}"
+            tag = quant or quant_of(first) or (None if only else wanted)
+            source = f"hf.co/{owner}/{repo}" + (f":{tag}" if tag else "")
         return self._model(source, "gguf", remote, revision)
 
 

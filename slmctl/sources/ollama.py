@@ -4,7 +4,9 @@
 layers; the ``application/vnd.ollama.image.model`` layer becomes the one file ``model.gguf`` (downloaded
 from ``/v2/<namespace>/<model>/blobs/<digest>``, verified against the digest); the small template, system,
 license and params layers are fetched now, checked against their digests, and returned as text in
-:attr:`RemoteModel.layers`.
+:attr:`RemoteModel.layers`. Of the params layer only the parameters slmctl knows are kept
+(:func:`supported_params`): Ollama-only options such as ``mirostat`` or ``penalize_newline`` would make
+the stored model fail to run or show.
 
 Scheme: https. ``default_host`` (the caller's ``SLMCTL_OLLAMA_REGISTRY``) replaces the default registry
 host for references that name none; it may carry a scheme (``http://host:port``), and plain http is
@@ -17,11 +19,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from typing import Any
 from urllib.parse import quote, urlsplit
 
 import httpx
 
 from slmctl.errors import IntegrityError, InvalidModelFile, NetworkError, UsageError
+from slmctl.options import canonical_key, parse_value
 from slmctl.sources.base import ClientFactory, RemoteFile, RemoteModel
 from slmctl.sources.hf import request
 from slmctl.sources.refs import _HOST, OLLAMA_REGISTRY, OllamaRef
@@ -110,7 +114,9 @@ class OllamaTransport:
                     if model_file is None:
                         model_file = RemoteFile(path="model.gguf", url=blob_url, size=size, sha256=digest)
                     continue
-                texts.setdefault(kind, []).append(self._text_layer(client, blob_url, digest, size, kind, what))
+                text = self._text_layer(client, blob_url, digest, size, kind, what)
+                if text is not None:
+                    texts.setdefault(kind, []).append(text)
         if model_file is None:
             raise InvalidModelFile(f"the manifest for {what} has no model layer ({MODEL_MEDIA})")
         return RemoteModel(
@@ -139,7 +145,8 @@ class OllamaTransport:
 
     def _text_layer(
         self, client: httpx.Client, url: str, digest: str, size: int | None, kind: str, what: str
-    ) -> str:
+    ) -> str | None:
+        """The text of one small layer (None: a params layer with no parameter slmctl knows)."""
         if size is not None and size > MAX_TEXT_LAYER:
             raise InvalidModelFile(f"the {kind} layer of {what} is too large ({size} bytes)")
         body = request(client, "GET", url, what=f"{kind} layer of {what}",
@@ -159,4 +166,22 @@ class OllamaTransport:
                 raise InvalidModelFile(f"the params layer of {what} is not JSON") from None
             if not isinstance(params, dict):
                 raise InvalidModelFile(f"the params layer of {what} is not a JSON object")
+            kept = supported_params(params)
+            return json.dumps(kept, ensure_ascii=False) if kept else None
         return text
+
+
+def supported_params(params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters of a registry's params layer that slmctl knows, validated, under their own names.
+
+    The others are left out: Ollama-only options (``mirostat``, ``penalize_newline``, ``num_keep``...)
+    and values slmctl refuses, which it could not honour anyway.
+    """
+    kept: dict[str, Any] = {}
+    for key, value in params.items():
+        try:
+            name = canonical_key(str(key))
+            kept[name] = parse_value(name, value)
+        except UsageError:
+            continue
+    return kept

@@ -2,7 +2,8 @@
 
 The size comes from a ``HEAD`` (``Content-Length``) or, when the server will not say, from a
 ``Range: bytes=0-0`` probe (``Content-Range``); it stays None when neither tells. The digest is None
-unless the caller passes ``expected_sha256``. Plain ``http://`` is refused unless ``insecure``.
+unless the caller passes ``expected_sha256``. Plain ``http://`` is refused unless ``insecure``. No
+credentials are sent, so a 401/403 comes with :data:`ACCESS_HINT` (not the Hub's ``HF_TOKEN`` hint).
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ from slmctl.sources.refs import UrlRef
 _CONTENT_RANGE = re.compile(r"^bytes\s+\d+-\d+/(\d+)$")
 _SHA = re.compile(r"^(?:sha256:)?([0-9a-fA-F]{64})$")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9._+@=()\[\], -]{1,255}$")
+#: The hint for 401/403: a URL is fetched without credentials, so the Hub's HF_TOKEN hint would not help.
+ACCESS_HINT = ("the server refused access, and plain URLs are fetched without credentials: for a gated Hugging "
+               "Face file use hf://<owner>/<repo>/<file>.gguf with HF_TOKEN set, or download the file "
+               "yourself and 'slmctl import' it")
 
 
 def normalise_sha256(value: str) -> str:
@@ -85,5 +90,5 @@ class UrlTransport:
         # The probe failed too: report it the way the metadata requests do.
         if status == 404:
             raise ModelNotFound(f"{what} not found (HTTP 404)", "check the URL")
-        request(client, "GET", url, headers={"Range": PROBE_RANGE}, what=what)
+        request(client, "GET", url, headers={"Range": PROBE_RANGE}, what=what, hint_401=ACCESS_HINT)
         return None

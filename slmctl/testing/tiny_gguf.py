@@ -1,7 +1,8 @@
 """Builders of random-weight GGUF models for tests and benchmarks.
 
 This module owns the synthetic model files of slmctl's test suite: a tiny Llama-architecture model
-that the real llama.cpp loads and runs (:func:`write_tiny_gguf`), a realistic-size one for benchmarks
+that the real llama.cpp loads and runs (:func:`write_tiny_gguf`, or split in several files like
+``gguf-split`` output: :func:`write_tiny_split_gguf`), a realistic-size one for benchmarks
 (:func:`write_bench_gguf`) and a set of broken files (:func:`write_corrupt_files`). Every file is
 byte-identical across runs for a given :class:`TinyGGUFSpec`.
 
@@ -34,6 +35,7 @@ __all__ = [
     "write_corrupt_files",
     "write_tiny_gguf",
     "write_tiny_lora",
+    "write_tiny_split_gguf",
 ]
 
 CHATML_TEMPLATE = (
@@ -188,9 +190,32 @@ def write_tiny_gguf(path: str | os.PathLike[str], spec: TinyGGUFSpec = TinyGGUFS
     Tensors are generated and written one at a time, so memory stays bounded by the largest tensor.
     """
     path = Path(path)
+    _write_model(path, spec, split_max_tensors=0)
+    return path
+
+
+def write_tiny_split_gguf(
+    path: str | os.PathLike[str], spec: TinyGGUFSpec = TinyGGUFSpec(), parts: int = 2
+) -> list[Path]:
+    """Write the model of ``spec`` split into ``parts`` files, as llama.cpp's ``gguf-split`` does.
+
+    The files are named ``<stem>-00001-of-0000N.gguf`` after ``path`` (its stem, in its folder); the
+    first holds the metadata, every file its share of the tensors and the ``split.*`` keys, and
+    llama.cpp loads the whole set from the first. Returns the paths in order.
+    """
+    path = Path(path)
+    count = len(_tensor_shapes(spec, len(_vocabulary(spec.vocab_size)[0])))
+    per_file = -(-count // max(parts, 1))  # tensors per file, rounded up
+    if parts < 2 or -(-count // per_file) != parts:
+        raise ValueError(f"cannot split the model's {count} tensors into {parts} files")
+    return _write_model(path, spec, split_max_tensors=per_file)
+
+
+def _write_model(path: Path, spec: TinyGGUFSpec, *, split_max_tensors: int) -> list[Path]:
+    """Write the model (split when ``split_max_tensors`` > 0); returns the files written."""
     vocab = _vocabulary(spec.vocab_size)
     shapes = _tensor_shapes(spec, len(vocab[0]))
-    writer = gguf.GGUFWriter(path, arch="llama")
+    writer = gguf.GGUFWriter(path, arch="llama", split_max_tensors=split_max_tensors)
     try:
         _add_metadata(writer, spec, vocab)
         for name, shape in shapes:
@@ -203,9 +228,10 @@ def write_tiny_gguf(path: str | os.PathLike[str], spec: TinyGGUFSpec = TinyGGUFS
         silent = _silent_token_ids(vocab[2])
         for name, shape in shapes:
             writer.write_tensor_data(_tensor_data(name, shape, spec, rng, silent))
+        files = writer.format_shard_names(path)
     finally:
         writer.close()
-    return path
+    return files
 
 
 def write_bench_gguf(
