@@ -196,7 +196,7 @@ def _fetch(store: ModelStore, remote: Any, file: Any, client_factory: Any, emit:
 
     emit({"status": status, "digest": file.sha256, "file": file.path, "total": file.size, "completed": 0})
     try:
-        digest = download(client_factory, DownloadTarget(file.url, file.size, file.sha256), dest,
+        digest = download(client_factory, DownloadTarget(file.url, file.size, file.sha256, remote.auth_hint), dest,
                           headers=dict(remote.headers), on_progress=progress)
     except DownloadError as exc:
         if exc.status == 404:

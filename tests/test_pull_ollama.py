@@ -139,6 +139,7 @@ def test_unauthorized_exits_5(slmctl_home: Path, registry: RegistryServer, diges
     registry.fail_next("blob", Fault(status=401), digest=digests["model"])
     code, _, err = _pull(slmctl_home, registry, "ollama://tiny:1b", "--insecure")
     assert code == 5 and "HTTP 401" in err, err
+    assert "hint: the registry refused access to this model" in err and "HF_TOKEN" not in err
     assert stored(slmctl_home) == ([], [])
 
 
@@ -151,6 +152,14 @@ def test_server_error_then_success(slmctl_home: Path, registry: RegistryServer, 
     assert registry.served[digests["model"]] - len(model_bytes) < 1024  # the file once (and a range probe)
     names, blobs = stored(slmctl_home)
     assert names == ["tiny:1b"] and blob_name(digests["model"]) in blobs
+
+
+def test_manifest_server_error_is_retried(slmctl_home: Path, registry: RegistryServer, digests: dict[str, str]) -> None:
+    registry.fail_next("manifest", Fault(status=503))
+    code, _, err = _pull(slmctl_home, registry, "ollama://tiny:1b", "--insecure")
+    assert code == 0, err
+    assert registry.pending_faults == 0  # the manifest was asked again after the 503
+    assert stored(slmctl_home)[0] == ["tiny:1b"]
 
 
 def test_dropped_connection_resumes(slmctl_home: Path, registry: RegistryServer, digests: dict[str, str],

@@ -40,6 +40,8 @@ class RemoteModel:
     layers: dict[str, list[str]] = field(default_factory=dict)
     #: Headers every download of these files needs (authorisation).
     headers: Mapping[str, str] = field(default_factory=dict)
+    #: What to tell the user when a download is refused (401/403); None: the Hugging Face token hint.
+    auth_hint: str | None = None
 
     @property
     def total_size(self) -> int | None:

@@ -64,11 +64,13 @@ MiB = 1 << 20
 
 @dataclass(frozen=True)
 class DownloadTarget:
-    """What to fetch: ``size`` and ``sha256`` (``sha256:<hex>``) are verified when given."""
+    """What to fetch: ``size`` and ``sha256`` (``sha256:<hex>``) are verified when given; ``auth_hint``
+    explains a refusal (401/403; default: the Hugging Face token hint)."""
 
     url: str
     size: int | None = None
     sha256: str | None = None
+    auth_hint: str | None = None
 
 
 def download(
@@ -203,7 +205,7 @@ class Job:
 
     # ------------------------------------------------------------------ probe
     def run(self) -> str:
-        ranges, total, first = self.retry(lambda: probe(self.get, self.target.url))
+        ranges, total, first = self.retry(lambda: probe(self.get, self.target.url, self.target.auth_hint))
         expected = self.target.size
         if expected is not None and total is not None and total != expected:
             if first is not None:
@@ -238,7 +240,7 @@ class Job:
             response = unused.pop() if unused else self.get()
             hasher, progress.completed, written = hashlib.sha256(), 0, 0
             with closing(response), open(self.partial, "wb") as fh:
-                check_response(response, self.target.url)
+                check_response(response, self.target.url, self.target.auth_hint)
                 for chunk in response.iter_raw():
                     fh.write(chunk)
                     hasher.update(chunk)

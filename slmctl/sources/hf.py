@@ -26,12 +26,24 @@ import httpx
 
 from slmctl.errors import ModelNotFound, NetworkError, UsageError
 from slmctl.sources.base import ClientFactory, RemoteFile, RemoteModel
-from slmctl.sources.http import TOKEN_HINT, display_url
+from slmctl.sources.http import (
+    RETRYABLE_STATUS,
+    TOKEN_HINT,
+    DownloadError,
+    RetryPolicy,
+    Transient,
+    display_url,
+    parse_retry_after,
+    with_retries,
+)
 from slmctl.sources.refs import HfPathRef, HfRepoRef
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 DEFAULT_REVISION = "main"
 DEFAULT_QUANT = "Q4_K_M"
+METADATA_RETRIES = 3
+#: What a metadata request's timeout is called in a stall message (httpx's default timeout: 5 s).
+METADATA_TIMEOUT_S = 5.0
 GENAI_CONFIG = "genai_config.json"
 _MAX_PAGES = 1000
 _SPLIT_RE = re.compile(r"^(?P<stem>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.gguf$", re.IGNORECASE)
@@ -49,16 +61,34 @@ def request(
     headers: Mapping[str, str] | None = None,
     what: str,
     hint_401: str | None = TOKEN_HINT,
+    policy: RetryPolicy | None = None,
 ) -> httpx.Response:
-    """``method url`` read in full; 404 -> :class:`ModelNotFound`, other failures -> :class:`NetworkError`."""
+    """``method url`` read in full; 404 -> :class:`ModelNotFound`, other failures -> :class:`NetworkError`.
+
+    Connection errors, timeouts, 5xx, 408 and 429 are retried with backoff (``policy``, default
+    :data:`METADATA_RETRIES` retries) like file downloads.
+    """
     shown = display_url(url)
+    last: list[httpx.TransportError] = []
+
+    def attempt() -> httpx.Response:
+        try:
+            response = client.request(method, url, headers=dict(headers or {}), follow_redirects=True)
+        except httpx.TransportError as exc:
+            last[:] = [exc]
+            raise
+        if response.status_code in RETRYABLE_STATUS or response.status_code >= 500:
+            raise Transient(f"HTTP {response.status_code} from {shown}", status=response.status_code,
+                            retry_after=parse_retry_after(response.headers.get("Retry-After")))
+        return response
+
     try:
-        response = client.request(method, url, headers=dict(headers or {}), follow_redirects=True)
-    except httpx.HTTPError as exc:
-        raise NetworkError(
-            f"could not reach {shown}: {exc or type(exc).__name__}",
-            "check the network connection (and HTTPS_PROXY / SSL_CERT_FILE behind a proxy)",
-        ) from exc
+        response = with_retries(policy or RetryPolicy(retries=METADATA_RETRIES), attempt, url=url,
+                                stall_timeout=METADATA_TIMEOUT_S)
+    except DownloadError as exc:  # the transport error itself stays the cause (the Ollama transport reads it)
+        raise NetworkError(f"could not get the {what} from {shown}: {exc.reason}",
+                           "check the network connection (and HTTPS_PROXY / SSL_CERT_FILE behind a proxy), "
+                           "then try again") from (last[0] if last else exc)
     status = response.status_code
     if 200 <= status < 300:
         return response

@@ -19,6 +19,7 @@ from __future__ import annotations
 import email.utils
 import random
 import re
+import ssl
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -45,12 +46,15 @@ TOKEN_HINT = (
 
 
 class DownloadError(NetworkError):
-    """A download failed for good. ``status`` is the HTTP status when one caused it (404, 401, 503...)."""
+    """A download failed for good. ``status`` is the HTTP status when one caused it (404, 401, 503...);
+    ``reason`` says why without the URL (after retries: the last failure and the number of attempts)."""
 
-    def __init__(self, message: str, hint: str | None = None, *, url: str, status: int | None = None) -> None:
+    def __init__(self, message: str, hint: str | None = None, *, url: str, status: int | None = None,
+                 reason: str | None = None) -> None:
         super().__init__(message, hint)
         self.url = url
         self.status = status
+        self.reason = reason or message
 
 
 class Transient(Exception):
@@ -109,8 +113,11 @@ class HasStatus(Protocol):
     def headers(self) -> Any: ...
 
 
-def check_response(response: HasStatus, url: str) -> None:
-    """Return for 2xx; raise :class:`Transient` for retryable statuses, :class:`DownloadError` otherwise."""
+def check_response(response: HasStatus, url: str, auth_hint: str | None = None) -> None:
+    """Return for 2xx; raise :class:`Transient` for retryable statuses, :class:`DownloadError` otherwise.
+
+    A 401/403 gets ``auth_hint`` (default: the Hugging Face token hint).
+    """
     status = response.status_code
     if 200 <= status < 300:
         return
@@ -122,7 +129,8 @@ def check_response(response: HasStatus, url: str) -> None:
             retry_after=parse_retry_after(response.headers.get("Retry-After")),
         )
     if status in (401, 403):
-        raise DownloadError(f"access denied (HTTP {status}) for {shown}", TOKEN_HINT, url=url, status=status)
+        raise DownloadError(f"access denied (HTTP {status}) for {shown}", auth_hint or TOKEN_HINT, url=url,
+                            status=status)
     if status == 404:
         raise DownloadError(f"not found (HTTP 404): {shown}", "check the model name or URL", url=url, status=status)
     raise DownloadError(f"download of {shown} failed: HTTP {status}", url=url, status=status)
@@ -145,7 +153,7 @@ class Progress:
 
 
 def probe(
-    get: Callable[[Mapping[str, str]], httpx.Response], url: str
+    get: Callable[[Mapping[str, str]], httpx.Response], url: str, auth_hint: str | None = None
 ) -> tuple[bool, int | None, httpx.Response | None]:
     """One range probe of ``url`` with ``get(extra_headers)``: ``(ranges honoured, total size, response to reuse)``.
 
@@ -157,7 +165,7 @@ def probe(
         if response.status_code == 416:
             response.close()
             return False, 0, None
-        check_response(response, url)
+        check_response(response, url, auth_hint)
         if response.status_code == 206:
             match = _CONTENT_RANGE_RE.match(response.headers.get("Content-Range", ""))
             response.close()
@@ -189,6 +197,16 @@ class RetryPolicy:
         return base * (0.5 + self.jitter())
 
 
+def is_tls_error(exc: BaseException) -> bool:
+    """Whether a transport error is a TLS failure (protocol mismatch, untrusted certificate): retrying cannot help."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return "SSL" in str(exc) or "CERTIFICATE" in str(exc).upper()
+
+
 def transient_from(exc: httpx.TransportError, stall_timeout: float) -> Transient:
     """Classify an httpx transport error (timeouts are stalls: no byte for ``stall_timeout`` s)."""
     if isinstance(exc, httpx.TimeoutException):
@@ -213,6 +231,10 @@ def with_retries(
         try:
             return attempt()
         except httpx.TransportError as exc:
+            if is_tls_error(exc):
+                raise DownloadError(f"TLS failure with {display_url(url)}: {exc}",
+                                    "set SSL_CERT_FILE to the CA bundle of your network (proxies that inspect TLS "
+                                    "need it)", url=url) from exc
             failure = transient_from(exc, stall_timeout)
         except Transient as exc:
             failure = exc
@@ -225,5 +247,6 @@ def with_retries(
                 "check the network connection and run the command again; finished parts are kept",
                 url=url,
                 status=failure.status,
+                reason=f"{failure.reason} ({failures} attempts)",
             )
         policy.sleep(policy.delay(failures, failure.retry_after))

@@ -38,6 +38,7 @@ TEXT_LAYERS = ("template", "system", "license", "params")
 MAX_TEXT_LAYER = 1024 * 1024
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _REGISTRY_HINT = "registries with plain http need --insecure"
+REGISTRY_ACCESS_HINT = "the registry refused access to this model: check its name, and the registry's credentials"
 
 
 def _split_registry(value: str) -> tuple[str | None, str]:
@@ -126,6 +127,7 @@ class OllamaTransport:
             files=[model_file],
             revision="sha256:" + hashlib.sha256(raw).hexdigest(),
             layers=texts,
+            auth_hint=REGISTRY_ACCESS_HINT,
         )
 
     def _manifest(self, client: httpx.Client, bases: list[str], path: str, what: str) -> tuple[str, httpx.Response]:
@@ -133,7 +135,7 @@ class OllamaTransport:
         for i, base in enumerate(bases):
             try:
                 return base, request(client, "GET", base + path, headers=headers, what=what,
-                                     hint_401="the registry refused access to this model")
+                                     hint_401=REGISTRY_ACCESS_HINT)
             except NetworkError as exc:
                 connect_failed = isinstance(exc.__cause__, httpx.TransportError)
                 if i + 1 < len(bases) and connect_failed:
@@ -150,7 +152,7 @@ class OllamaTransport:
         if size is not None and size > MAX_TEXT_LAYER:
             raise InvalidModelFile(f"the {kind} layer of {what} is too large ({size} bytes)")
         body = request(client, "GET", url, what=f"{kind} layer of {what}",
-                       hint_401="the registry refused access to this model").content
+                       hint_401=REGISTRY_ACCESS_HINT).content
         if len(body) > MAX_TEXT_LAYER:
             raise InvalidModelFile(f"the {kind} layer of {what} is too large ({len(body)} bytes)")
         if "sha256:" + hashlib.sha256(body).hexdigest() != digest:

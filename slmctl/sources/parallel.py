@@ -26,7 +26,7 @@ from slmctl.errors import OperationFailed
 from slmctl.sources.http import Cancelled, DownloadError, Progress, Transient, check_response, display_url
 from slmctl.sources.ordered_hash import FollowingHasher
 from slmctl.sources.parts import Part, PartQueue, frontier, load_layout, plan_parts, sidecar_state
-from slmctl.sources.rawget import RawSession
+from slmctl.sources.rawget import RawSession, UnsupportedRoute
 from slmctl.store.fsutil import write_atomic
 
 if TYPE_CHECKING:
@@ -93,7 +93,15 @@ class ParallelDownload:
                              env=self.job.env) if self.job.raw else None
         try:
             while (part := queue.take()) is not None:
-                self.job.retry(lambda part=part: self._fetch(part, progress, session), progress=lambda p=part: p.done)
+                try:
+                    self.job.retry(lambda part=part: self._fetch(part, progress, session),
+                                   progress=lambda p=part: p.done)
+                except UnsupportedRoute:  # redirected to a URL behind a proxy only httpx speaks
+                    if session is None:
+                        raise
+                    session.close()
+                    session = None
+                    self.job.retry(lambda part=part: self._fetch(part, progress, None), progress=lambda p=part: p.done)
         except BaseException as exc:  # reported to the main thread
             self.errors.append(exc)
             self.job.policy.cancel.set()
@@ -108,7 +116,7 @@ class ParallelDownload:
         headers = {"Range": f"bytes={start}-{part.end - 1}"}
         response: Any = session.get(job.target.url, {**job.headers, **headers}) if session else job.get(headers)
         with closing(response), open(job.partial, "r+b", buffering=0) as fh:
-            check_response(response, job.target.url)
+            check_response(response, job.target.url, job.target.auth_hint)
             if response.status_code != 206:
                 raise DownloadError(
                     f"{display_url(job.target.url)} ignored a range request (HTTP {response.status_code})",

@@ -37,6 +37,10 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _STALE = frozenset({401, 403, 404, 410})
 
 
+class UnsupportedRoute(DownloadError):
+    """A redirect led to a URL whose proxy this module cannot use: the caller should fall back to httpx."""
+
+
 @dataclass(frozen=True)
 class _Proxy:
     host: str
@@ -225,7 +229,7 @@ class RawSession:
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         proxy = _proxy_for(url, self.env)
         if proxy is False:  # a redirect led here: going direct would bypass the configured proxy
-            raise DownloadError(f"cannot reach {display_url(url)}: its proxy is not an http:// proxy", url=url)
+            raise UnsupportedRoute(f"cannot reach {display_url(url)}: its proxy is not an http:// proxy", url=url)
         timeout = self.timeout
         if isinstance(proxy, _Proxy):
             auth = {"Proxy-Authorization": proxy.authorization} if proxy.authorization else {}

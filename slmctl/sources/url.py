@@ -61,6 +61,7 @@ class UrlTransport:
         return RemoteModel(
             source=str(ref), source_type="url", format="gguf",
             files=[RemoteFile(path=name, url=ref.url, size=size, sha256=sha)],
+            auth_hint=ACCESS_HINT,
         )
 
     def _size(self, client: httpx.Client, url: str) -> int | None:
