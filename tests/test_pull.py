@@ -195,3 +195,14 @@ def test_terminal_progress_renders_events() -> None:
                       {"status": "success"}):
             bars.handle(event)
     assert "pulling manifest" in stream.getvalue() and "success" in stream.getvalue()
+
+
+def test_builtin_catalog_alias_through_a_mirror(home: Path, hub: HubServer, gguf_bytes: bytes) -> None:
+    """The README's first command against a local mirror: the built-in alias, its pinned revision."""
+    hub.repos[("Qwen", "Qwen2.5-0.5B-Instruct-GGUF")] = {"qwen2.5-0.5b-instruct-q4_k_m.gguf": gguf_bytes}
+    ran = run_cli(home, "run", "qwen2.5:0.5b", "Hello, who are you?", "--max-tokens", "4", env=hub_env(hub))
+    assert ran.code == 0, ran.stderr
+    assert ran.stdout.strip() and "success" in ran.stderr
+    shown = json.loads(run_cli(home, "show", "qwen2.5:0.5b", "--json").stdout)
+    assert shown["source"]["ref"].startswith("hf://Qwen/Qwen2.5-0.5B-Instruct-GGUF/qwen2.5-0.5b-instruct-q4_k_m.gguf")
+    assert shown["source"]["revision"] == "9217f5db79a29953eb74d5343926648285ec7e67"  # pinned by the catalog
