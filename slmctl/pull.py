@@ -9,6 +9,7 @@ two pulls of one model share the work. Events look like Ollama's ``/api/pull`` s
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
@@ -88,7 +89,10 @@ def plan(store: ModelStore, settings: Settings, name: str, *, format: str | None
     catalog = load_catalog(settings.home)
     found = catalog.resolve(name)
     if found is None:
-        close = catalog.closest(name)
+        stored = [m.ref.name if m.ref.tag == "latest" else str(m.ref) for m in store.list()]
+        typed = name.strip().lower().removesuffix(":latest")
+        close = list(dict.fromkeys(difflib.get_close_matches(typed, stored, n=3, cutoff=0.6)
+                                   + catalog.closest(name)))[:4]
         raise ModelNotFound(f"model '{name}' is not in the store nor in the catalog",
                             hint=("did you mean: " + ", ".join(close) + "? " if close else "")
                             + "run 'slmctl list --available' to see the catalog")
@@ -150,6 +154,8 @@ def _pull_locked(store: ModelStore, p: Plan, *, env: Mapping[str, str], client_f
     variant = p.variant or {"format": remote.format, "quant": p.quant, "source": remote.source,
                             "size": remote.total_size}
     emit({"status": "resolved", "name": str(p.ref), "source": remote.source, "variant": variant})
+    for note in remote.notes:
+        emit({"status": f"warning: {note}"})
     staged: list[StagedBlob] = []
     try:
         files = [_fetch(store, remote, f, client_factory, emit, staged) for f in remote.files]
@@ -266,7 +272,7 @@ def _layers(store: ModelStore, texts: Mapping[str, list[str]], staged: list[Stag
 def ensure_model(store: ModelStore, settings: Settings, name: str, *, env: Mapping[str, str],
                  on_event: OnEvent | None = None, insecure: bool = False, client_factory: Any = None) -> Manifest:
     """The stored model ``name``, pulled first when it is a catalog alias or a source reference (for ``run``)."""
-    source = parse_source(name, allow_http=insecure)
+    source = parse_source(name, allow_http=True)  # a stored http source runs without --insecure; pulling needs it
     ref = local_name(source) if source is not None else parse_model_ref(name)
     try:
         return store.get(ref)

@@ -206,3 +206,10 @@ def test_builtin_catalog_alias_through_a_mirror(home: Path, hub: HubServer, gguf
     shown = json.loads(run_cli(home, "show", "qwen2.5:0.5b", "--json").stdout)
     assert shown["source"]["ref"].startswith("hf://Qwen/Qwen2.5-0.5B-Instruct-GGUF/qwen2.5-0.5b-instruct-q4_k_m.gguf")
     assert shown["source"]["revision"] == "9217f5db79a29953eb74d5343926648285ec7e67"  # pinned by the catalog
+
+
+def test_unknown_name_suggests_stored_models_too(home: Path, tiny_gguf: Path) -> None:
+    assert run_cli(home, "import", str(tiny_gguf), "--name", "assistant").code == 0
+    typo = run_cli(home, "run", "asistant", "hi", env={"SLMCTL_OFFLINE": "1"})
+    assert typo.code == 3, typo.stderr
+    assert "did you mean: assistant" in typo.stderr

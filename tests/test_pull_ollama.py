@@ -67,6 +67,8 @@ def test_pull_then_run_and_show_the_layers(slmctl_home: Path, registry: Registry
     code, out, err = _pull(slmctl_home, registry, "ollama://tiny:1b", "--insecure")
     assert code == 0, err
     assert "pulled tiny:1b (gguf" in out and "success" in err
+    assert ("warning: the registry's parameters mirostat, num_keep, penalize_newline are not supported by slmctl "
+            "and were left out") in err
     names, blobs = stored(slmctl_home)
     assert names == ["tiny:1b"]
     assert blob_name(digests["model"]) in blobs and len(blobs) == 5  # the model + 4 text layers

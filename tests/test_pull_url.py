@@ -98,3 +98,22 @@ def test_missing_or_refused_file(slmctl_home: Path, server: FileServer) -> None:
     assert refused.code == 5 and "access denied (HTTP 401)" in refused.stderr, refused.stderr
     assert "plain URLs are fetched without credentials" in refused.stderr  # HF_TOKEN would not help here
     assert stored(slmctl_home) == ([], []) and tmp_leftovers(slmctl_home) == []
+
+
+def test_run_and_create_pull_a_plain_http_url_with_insecure(slmctl_home: Path, server: FileServer,
+                                                            tmp_path: Path) -> None:
+    refused = run_cli(slmctl_home, "run", server.url, "hi", "--max-tokens", "2", env=loopback_env())
+    assert refused.code == 2 and "--insecure" in refused.stderr, refused.stderr
+    ran = run_cli(slmctl_home, "run", server.url, "hi", "--max-tokens", "2", "--insecure", env=loopback_env())
+    assert ran.code == 0 and ran.stdout.strip(), ran.stderr
+    # Once stored, the URL names the model: no --insecure needed, nothing downloaded again.
+    server.reset_counters()
+    again = run_cli(slmctl_home, "run", server.url, "hi", "--max-tokens", "2", env=loopback_env())
+    assert again.code == 0, again.stderr
+    assert server.bytes_served == 0
+    run_cli(slmctl_home, "rm", LOCAL)
+    modelfile = tmp_path / "Modelfile"
+    modelfile.write_text(f"FROM {server.url}\nSYSTEM Be brief.\n")
+    created = run_cli(slmctl_home, "create", "brief", "-f", str(modelfile), "--insecure", env=loopback_env())
+    assert created.code == 0, created.stderr
+    assert sorted(stored(slmctl_home)[0]) == ["brief:latest", LOCAL]

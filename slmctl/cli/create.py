@@ -32,6 +32,7 @@ def command(
     quantize: Optional[str] = typer.Option(
         None, "--quantize", "-q", help="Quantize an F16/BF16/F32 GGUF base: q8_0, q4_k_m, q4_k_s, q5_k_m, ..."),
     quiet: bool = typer.Option(False, "--quiet", help="Print nothing but errors and the result."),
+    insecure: bool = typer.Option(False, "--insecure", help="Allow a plain http:// FROM source when it is pulled."),
 ) -> None:
     from slmctl.cli.output import human_size
     from slmctl.cli.progress import pull_progress
@@ -46,6 +47,6 @@ def command(
 
     with pull_progress(app.stderr, quiet=quiet) as on_event:
         manifest = create_model(app.engine(), name, file, quantize=quantize, progress=progress,
-                                pull=BasePull(app.settings, os.environ, on_event))
+                                pull=BasePull(app.settings, os.environ, on_event, insecure))
     typer.echo(f"created {manifest.ref} ({manifest.format}, {human_size(manifest.total_size)}, "
                f"{manifest.digest().removeprefix('sha256:')[:12]})")

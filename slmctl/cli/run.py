@@ -38,6 +38,8 @@ def command(
         [], "--provider-option", help="KEY=VALUE passed to the ONNX execution provider; repeatable."),
     verbose: bool = typer.Option(False, "--verbose", help="Print timing statistics to stderr."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object instead of streaming text."),
+    insecure: bool = typer.Option(False, "--insecure", help="Allow a plain http:// source when the model is pulled "
+                                  "on first use."),
 ) -> None:
     from slmctl.chat import ChatSession
     from slmctl.cli import repl
@@ -52,7 +54,7 @@ def command(
     json_format = parse_format(format_)
     text = read_prompt(app, prompt)
     engine = app.engine()
-    manifest = pull_if_missing(app, engine, name)
+    manifest = pull_if_missing(app, engine, name, insecure=insecure)
     if backend is not None and backend != manifest.format:
         raise UsageError(f"model '{manifest.ref}' is a {manifest.format} model; the {backend} backend cannot run it",
                          f"drop --backend, or use --backend {manifest.format}")
@@ -66,7 +68,7 @@ def command(
             answer(app, session, text, verbose=verbose, json_output=json_output)
 
 
-def pull_if_missing(app: Any, engine: Any, name: str) -> Any:
+def pull_if_missing(app: Any, engine: Any, name: str, *, insecure: bool = False) -> Any:
     """The stored model; a catalog alias or source reference not in the store is pulled first."""
     import os
 
@@ -74,7 +76,7 @@ def pull_if_missing(app: Any, engine: Any, name: str) -> Any:
     from slmctl.pull import ensure_model
 
     with pull_progress(app.stderr) as on_event:
-        return ensure_model(engine.store, app.settings, name, env=os.environ, on_event=on_event)
+        return ensure_model(engine.store, app.settings, name, env=os.environ, on_event=on_event, insecure=insecure)
 
 
 def parse_pairs(pairs: list[str], flag: str) -> dict[str, str]:

@@ -81,20 +81,23 @@ class BasePull:
     settings: Settings
     env: Mapping[str, str]
     on_event: OnEvent | None = None
+    #: Allow a plain http:// source (``--insecure``).
+    insecure: bool = False
 
 
 def _looks_like_path(value: str, folder: Path) -> bool:
     """A file or folder: an explicit or existing path, or a ``.gguf`` name that is no source reference."""
     if value.startswith((".", "/", "~")) or "\\" in value or (folder / value).exists():
         return True
-    return value.lower().endswith(".gguf") and parse_source(value) is None
+    return value.lower().endswith(".gguf") and parse_source(value, allow_http=True) is None
 
 
 def _base_manifest(engine: Engine, source: str, pull: BasePull | None) -> Manifest:
     """The stored base; without ``pull`` a name that is not stored is not looked up anywhere else."""
     if pull is None:
         return engine.manifest(source)
-    return ensure_model(engine.store, pull.settings, source, env=pull.env, on_event=pull.on_event)
+    return ensure_model(engine.store, pull.settings, source, env=pull.env, on_event=pull.on_event,
+                        insecure=pull.insecure)
 
 
 def _resolve_from(engine: Engine, source: str, folder: Path, progress: Progress, pull: BasePull | None) -> _Build:

@@ -42,6 +42,8 @@ class RemoteModel:
     headers: Mapping[str, str] = field(default_factory=dict)
     #: What to tell the user when a download is refused (401/403); None: the Hugging Face token hint.
     auth_hint: str | None = None
+    #: What the user should know about this model as resolved (parts of it left out, ...).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def total_size(self) -> int | None:

@@ -96,6 +96,7 @@ class OllamaTransport:
                 raise InvalidModelFile(f"the registry's manifest for {what} has no layers")
             model_file: RemoteFile | None = None
             texts: dict[str, list[str]] = {}
+            notes: list[str] = []
             for layer in layers:
                 if not isinstance(layer, dict):
                     continue
@@ -115,7 +116,7 @@ class OllamaTransport:
                     if model_file is None:
                         model_file = RemoteFile(path="model.gguf", url=blob_url, size=size, sha256=digest)
                     continue
-                text = self._text_layer(client, blob_url, digest, size, kind, what)
+                text = self._text_layer(client, blob_url, digest, size, kind, what, notes)
                 if text is not None:
                     texts.setdefault(kind, []).append(text)
         if model_file is None:
@@ -128,6 +129,7 @@ class OllamaTransport:
             revision="sha256:" + hashlib.sha256(raw).hexdigest(),
             layers=texts,
             auth_hint=REGISTRY_ACCESS_HINT,
+            notes=notes,
         )
 
     def _manifest(self, client: httpx.Client, bases: list[str], path: str, what: str) -> tuple[str, httpx.Response]:
@@ -146,9 +148,10 @@ class OllamaTransport:
         raise AssertionError("unreachable")
 
     def _text_layer(
-        self, client: httpx.Client, url: str, digest: str, size: int | None, kind: str, what: str
+        self, client: httpx.Client, url: str, digest: str, size: int | None, kind: str, what: str, notes: list[str]
     ) -> str | None:
-        """The text of one small layer (None: a params layer with no parameter slmctl knows)."""
+        """The text of one small layer (None: a params layer with no parameter slmctl knows); what is left
+        out of a params layer is said in ``notes``."""
         if size is not None and size > MAX_TEXT_LAYER:
             raise InvalidModelFile(f"the {kind} layer of {what} is too large ({size} bytes)")
         body = request(client, "GET", url, what=f"{kind} layer of {what}",
@@ -169,8 +172,19 @@ class OllamaTransport:
             if not isinstance(params, dict):
                 raise InvalidModelFile(f"the params layer of {what} is not a JSON object")
             kept = supported_params(params)
+            dropped = sorted(str(key) for key in params if not _kept(str(key), kept))
+            if dropped:
+                notes.append(f"the registry's parameters {', '.join(dropped)} are not supported by slmctl and "
+                             "were left out")
             return json.dumps(kept, ensure_ascii=False) if kept else None
         return text
+
+
+def _kept(key: str, kept: dict[str, Any]) -> bool:
+    try:
+        return canonical_key(key) in kept
+    except UsageError:
+        return False
 
 
 def supported_params(params: dict[str, Any]) -> dict[str, Any]:
