@@ -33,6 +33,14 @@ class Fault:
     stall_s: float = 0.0
 
 
+def loopback_server(handler: type[BaseHTTPRequestHandler]) -> tuple[ThreadingHTTPServer, threading.Thread]:
+    """A threading HTTP server on ``127.0.0.1:<free port>`` and the (not yet started) thread serving it."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    return server, thread
+
+
 class FileServer:
     """Serve ``data`` at :attr:`url`; use as a context manager."""
 
@@ -49,11 +57,7 @@ class FileServer:
         self.bytes_served = 0
         self.active = 0
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        self._server, self._thread = loopback_server(_make_handler(self))
 
     @property
     def url(self) -> str:

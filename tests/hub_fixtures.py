@@ -15,13 +15,14 @@ import json
 import re
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
 from cli_runner import run_cli
 from slmctl.testing.tiny_gguf import write_tiny_gguf
+from tests.http_fixtures import loopback_server
 
 QUANTS = ("Q4_K_M", "Q8_0", "F16")
 
@@ -39,9 +40,8 @@ class HubServer:
         self.chunk, self.chunk_delay = 64 * 1024, 0.0
         self.bytes_served = 0
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self._server, thread = loopback_server(_handler(self))
+        thread.start()
 
     @property
     def endpoint(self) -> str:

@@ -29,11 +29,11 @@ import socket
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import TracebackType
 from typing import Literal
 
-from tests.http_fixtures import PROBE_RANGE, Fault
+from tests.http_fixtures import PROBE_RANGE, Fault, loopback_server
 
 MANIFEST_MEDIA = "application/vnd.docker.distribution.manifest.v2+json"
 CONFIG_MEDIA = "application/vnd.docker.container.image.v1+json"
@@ -93,11 +93,7 @@ class RegistryServer:
         self._blobs: dict[tuple[str, str], dict[str, bytes]] = {}
         self._faults: list[tuple[Kind, str | None, Fault]] = []
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _make_handler(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        self._server, self._thread = loopback_server(_make_handler(self))
 
     @property
     def host(self) -> str:

@@ -6,7 +6,7 @@ import hashlib
 import json
 import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -21,6 +21,7 @@ from slmctl.sources.transports import transport_for
 from slmctl.sources.url import UrlTransport
 from slmctl.testing.tiny_gguf import write_tiny_gguf
 from slmctl.testing.tiny_onnx import write_tiny_onnx_genai
+from tests.http_fixtures import loopback_server
 
 Route = tuple[int, dict[str, str], bytes]
 
@@ -34,9 +35,8 @@ class RouteServer:
         self.required_token: str | None = None
         self.head_allowed = True
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self._server, thread = loopback_server(self._handler())
+        thread.start()
 
     @property
     def base(self) -> str:
