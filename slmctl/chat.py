@@ -1,19 +1,62 @@
-"""A chat session: one loaded model, its option layers, a system prompt and the conversation so far.
+"""A chat session: a model on the scheduler, its option layers, a system prompt and the conversation.
 
-``run`` uses it for a single prompt and for the interactive REPL (later, the server's chat endpoint
-uses the engine the same way). Option layers merge in this order: built-in defaults < the model's
-PARAMETER layer < the session's own settings (``--param``, ``--max-tokens``, ``/set parameter``).
-Changing a load-time option reloads the model before the next answer.
+``run`` uses it for a single prompt and for the interactive REPL; the server's chat and generate
+endpoints build their requests with :func:`build_request`, the same way. Option layers merge in this
+order: built-in defaults < the model's PARAMETER layer < the session's own settings (``--param``,
+``--max-tokens``, ``/set parameter``). Changing a load-time option reloads the model before the next
+answer. The session is a client of a :class:`~slmctl.engine.Scheduler`: its own (in process, the model
+kept until the session closes) unless one is handed in.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from slmctl.backends.base import ChatMessage, GenerateRequest, Generation, LoadedModel
-from slmctl.engine import Engine, ModelDefaults, compose_system
+from slmctl.backends.base import ChatMessage, GenerateRequest, Generation
+from slmctl.engine import Engine, LoadPlan, ModelDefaults, Scheduler, SchedulerSettings, compose_system
+from slmctl.engine.runner import Runner
 from slmctl.options import LoadOptions, SamplingOptions, add_value, build_options, canonical_key
 from slmctl.store import Manifest
+
+
+def build_request(defaults: ModelDefaults, messages: Sequence[ChatMessage], sampling: SamplingOptions, *,
+                  json_format: str | dict[str, Any] | None = None, template: str | None = None,
+                  tools: list[dict[str, Any]] | None = None) -> GenerateRequest:
+    """The request for a whole conversation (system messages included): rendered with the Modelfile's
+    TEMPLATE (or ``template``) when there is one, else handed to the model's own chat template."""
+    template = template if template is not None else defaults.template
+    if template is not None:
+        from slmctl.modelfile.prompting import render_messages
+
+        text = render_messages(template, messages, tools=tools)
+        return GenerateRequest(sampling, prompt=text, json_format=json_format)
+    return GenerateRequest(sampling, messages=tuple(messages), json_format=json_format)
+
+
+def fit_conversation(messages: Sequence[ChatMessage], count: Callable[[list[ChatMessage]], int],
+                     context: int | None) -> tuple[list[ChatMessage], int]:
+    """Drop the oldest turns until ``count(messages) < context`` (as Ollama does): leading system
+    messages and the last message always stay. Returns the kept messages and their token count (which
+    is still >= ``context`` when even the shortest conversation does not fit). ``context`` None: no cut."""
+    kept = list(messages)
+    size = count(kept)
+    if context is None or size < context:
+        return kept, size
+    head = 0
+    while head < len(kept) - 1 and kept[head].role == "system":
+        head += 1
+    while size >= context and len(kept) - head > 1:
+        del kept[head]
+        while len(kept) - head > 1 and kept[head].role != "user":
+            del kept[head]  # a turn starts with the user: never leave an answer without its question
+        size = count(kept)
+    return kept, size
+
+
+def in_process_scheduler() -> Scheduler:
+    """A scheduler for one CLI command: models load here and stay until it closes."""
+    return Scheduler(SchedulerSettings(keep_alive=None, max_loaded=1, check_memory=False))
 
 
 class ChatSession:
@@ -21,8 +64,11 @@ class ChatSession:
 
     def __init__(self, engine: Engine, manifest: Manifest, *, params: dict[str, Any] | None = None,
                  system: str | None = None, json_format: str | dict[str, Any] | None = None,
-                 device: str | None = None, provider_options: dict[str, str] | None = None) -> None:
+                 device: str | None = None, provider_options: dict[str, str] | None = None,
+                 scheduler: Scheduler | None = None) -> None:
         self.engine = engine
+        self.scheduler = scheduler or in_process_scheduler()
+        self._owns_scheduler = scheduler is None
         self.manifest = manifest
         self.defaults: ModelDefaults = engine.defaults(manifest)
         self.params: dict[str, Any] = dict(params or {})
@@ -31,8 +77,8 @@ class ChatSession:
         self.device = device
         self.provider_options = dict(provider_options or {})
         self.history: list[ChatMessage] = list(self.defaults.messages)
-        self._model: LoadedModel | None = None
-        self._loaded_with: LoadOptions | None = None
+        self._runner: Runner | None = None
+        self._plan: LoadPlan | None = None
         self._pending_load_ns = 0
         self.options()  # validate the option layers before any loading
 
@@ -51,31 +97,32 @@ class ChatSession:
         return name
 
     # -- model ---------------------------------------------------------------------------------
-    def ensure_loaded(self) -> LoadedModel:
+    def ensure_loaded(self) -> Runner:
         """Load the model, or reload it when a load-time option changed."""
         load, _ = self.options()
-        if self._model is not None and self._loaded_with == load:
-            return self._model
+        plan = self.engine.plan(self.manifest, load, device=self.device, provider_options=self.provider_options)
+        if self._runner is not None and self._runner.alive and self._plan == plan:
+            return self._runner
         self.close()
-        self._model = self.engine.load(self.manifest, load, device=self.device,
-                                       provider_options=self.provider_options)
-        self._loaded_with = load
-        self._pending_load_ns = self._model.info.load_duration
-        return self._model
+        runner = self.scheduler.runner(plan)
+        runner.release()
+        self._runner, self._plan = runner, plan
+        self._pending_load_ns = runner.info.load_duration
+        return runner
 
     @property
-    def model(self) -> LoadedModel | None:
-        return self._model
+    def model(self) -> Runner | None:
+        """The runner holding the model (None before the first load)."""
+        return self._runner
 
     def close(self) -> None:
-        if self._model is not None:
-            self._model.close()
-            self._model = None
+        if self._runner is not None and self._owns_scheduler:
+            self.scheduler.unload(str(self.manifest.ref))
+        self._runner = None
 
     def warnings(self) -> list[str]:
         """Options set for this session that the loaded runtime cannot honour (they are ignored)."""
-        model = self.ensure_loaded()
-        return model.unsupported(self.options()[1])
+        return self.ensure_loaded().unsupported(self.options()[1])
 
     # -- conversation --------------------------------------------------------------------------
     @property
@@ -91,12 +138,7 @@ class ChatSession:
     def request_for(self, prompt: str) -> GenerateRequest:
         """The request for ``prompt``: chat messages, or a raw prompt built with the model's TEMPLATE."""
         _, sampling = self.options()
-        if self.defaults.template is not None:
-            from slmctl.modelfile.prompting import render_prompt
-
-            text = render_prompt(self.defaults.template, self.system_context, self.history, prompt)
-            return GenerateRequest(sampling, prompt=text, json_format=self.json_format)
-        return GenerateRequest(sampling, messages=self.messages_for(prompt), json_format=self.json_format)
+        return build_request(self.defaults, self.messages_for(prompt), sampling, json_format=self.json_format)
 
     def prompt_preview(self, prompt: str) -> str:
         """The text the model would read for ``prompt`` now (for --debug)."""
@@ -104,9 +146,9 @@ class ChatSession:
 
     def ask(self, prompt: str) -> Generation:
         """Start the answer to ``prompt``; the exchange joins the history once it has finished."""
-        model = self.ensure_loaded()
-        request = self.request_for(prompt)
-        generation = model.generate(request)
+        self.ensure_loaded()
+        assert self._plan is not None
+        generation = self.scheduler.generate(self._plan, self.request_for(prompt))
         load_ns, self._pending_load_ns = self._pending_load_ns, 0
 
         def finished(gen: Generation) -> None:
@@ -128,3 +170,5 @@ class ChatSession:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+        if self._owns_scheduler:
+            self.scheduler.close()

@@ -3,12 +3,19 @@
 Owns the gathering only (the command renders). :func:`collect` returns one JSON-ready dict and never
 raises: every section is guarded, and a failure lands in ``problems`` while its field says
 ``"unknown"`` (or stays empty). The hardware and runtime probes are injectable for tests.
+
+The runtime probes start first, in a background thread, and run while the hardware is probed: by
+default each one runs in its own child process (llama.cpp and ONNX Runtime must never be loaded
+into one process - on a CUDA build that segfaults; see :mod:`slmctl.backends.providers`), and the
+two children run side by side. A probe whose child crashed or timed out shows as not installed,
+with its ``error`` and a ``backends/<format>/probe: ...`` problem.
 """
 
 from __future__ import annotations
 
 import platform
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any
@@ -31,7 +38,7 @@ def _gguf_section(runtime: Any) -> dict[str, Any]:
     info = runtime.gguf_build_info()
     return {"installed": info["installed"], "version": info["version"], "devices": info["devices"],
             "gpu_offload": info["gpu_offload"], "system_info": info["system_info"],
-            "ggml_devices": info["backends"], "problems": info["problems"]}
+            "ggml_devices": info["backends"], "problems": info["problems"], "error": info.get("error")}
 
 
 def _onnx_section(runtime: Any) -> dict[str, Any]:
@@ -40,7 +47,7 @@ def _onnx_section(runtime: Any) -> dict[str, Any]:
     return {"installed": info["installed"], "version": info["genai_version"],
             "onnxruntime_version": info["onnxruntime_version"], "providers": runtime.usable_onnx_providers(),
             "provider_status": {name: {"usable": s.usable, "reason": s.reason} for name, s in status.items()},
-            "ort_providers": info["ort_providers"]}
+            "ort_providers": info["ort_providers"], "error": info.get("error")}
 
 
 def collect(*, hardware: Callable[[], HardwareReport] = probe_hardware, runtime: Any = None,
@@ -54,15 +61,23 @@ def collect(*, hardware: Callable[[], HardwareReport] = probe_hardware, runtime:
         from slmctl.backends import providers
 
         runtime = providers.default_probe
+    prefetch = getattr(runtime, "prefetch", None)  # both runtime probes, side by side, while the hardware is probed
+    runtimes = threading.Thread(target=prefetch, name="slmctl-doctor-runtimes", daemon=True) if prefetch else None
+    if runtimes is not None:
+        runtimes.start()
     report = guarded(problems, "hardware", hardware, HardwareReport(CpuInfo(), MemoryInfo(), [], []))
+    if runtimes is not None:
+        runtimes.join()
     problems.extend(report.problems)
     gguf = guarded(problems, "backends/gguf", lambda: _gguf_section(runtime),
                    {"installed": False, "version": None, "devices": [], "gpu_offload": False,
-                    "system_info": None, "ggml_devices": [], "problems": []})
+                    "system_info": None, "ggml_devices": [], "problems": [], "error": None})
     problems.extend(f"backends/{p}" for p in gguf.pop("problems"))  # "backends/gguf/..."
     onnx = guarded(problems, "backends/onnx", lambda: _onnx_section(runtime),
                    {"installed": False, "version": None, "onnxruntime_version": None, "providers": [],
-                    "provider_status": {}, "ort_providers": []})
+                    "provider_status": {}, "ort_providers": [], "error": None})
+    if onnx["error"]:
+        problems.append(f"backends/onnx/probe: {onnx['error']}")
     selection: dict[str, str | None] = {}
     for fmt, section, usable in (("gguf", gguf, gguf["devices"]), ("onnx", onnx, onnx["providers"])):
         if not section["installed"]:

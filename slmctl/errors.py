@@ -1,8 +1,10 @@
 """The one exception hierarchy of slmctl.
 
 Every error a user can meet is a :class:`SlmctlError` carrying a one-line message, an optional hint
-(what to do about it) and the process exit code. The CLI maps them to ``error:``/``hint:`` lines and
-exit codes in exactly one place; lower layers only raise. This module imports nothing of ours.
+(what to do about it), the process exit code and the HTTP status the server answers with: the one
+table of both is the class attributes below. The CLI maps errors to ``error:``/``hint:`` lines and exit
+codes in exactly one place, the server to its APIs' error shapes in one place; lower layers only raise.
+This module imports nothing of ours.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ class SlmctlError(Exception):
     """Base class: a user-facing message, a hint, and the exit code to leave with."""
 
     exit_code: ExitCode = ExitCode.FAILURE
+    #: The HTTP status the server answers with (500 only for real faults).
+    http_status: int = 500
 
     def __init__(self, message: str, hint: str | None = None, *, details: str | None = None) -> None:
         super().__init__(message)
@@ -44,48 +48,92 @@ class OperationFailed(SlmctlError):
     """The operation failed: runtime error, load failure, disk full, ..."""
 
     exit_code = ExitCode.FAILURE
+    http_status = 500
 
 
 class UsageError(SlmctlError):
     """Bad argument value or flag combination."""
 
     exit_code = ExitCode.USAGE
+    http_status = 400
 
 
 class ModelNotFound(SlmctlError):
     """The model is not in the store (nor in the catalog, nor at the source)."""
 
     exit_code = ExitCode.NOT_FOUND
+    http_status = 404
 
 
 class InvalidModelFile(SlmctlError):
     """A model file, folder or Modelfile is corrupt, truncated or unsupported."""
 
     exit_code = ExitCode.INVALID_INPUT
+    http_status = 400
 
 
 class NetworkError(SlmctlError):
     """A network operation or a download failed."""
 
     exit_code = ExitCode.NETWORK
+    http_status = 502
 
 
 class IntegrityError(SlmctlError):
     """A digest does not match the expected one."""
 
     exit_code = ExitCode.INTEGRITY
+    http_status = 500
 
 
 class DeviceUnavailable(SlmctlError):
     """The requested backend, device or execution provider is not usable on this machine."""
 
     exit_code = ExitCode.UNAVAILABLE
+    http_status = 400
 
 
 class Interrupted(SlmctlError):
     """The user pressed Ctrl-C; partial work was cleaned up."""
 
     exit_code = ExitCode.INTERRUPTED
+    http_status = 499
 
     def __init__(self, message: str = "interrupted", hint: str | None = None) -> None:
         super().__init__(message, hint)
+
+
+class ContextOverflow(OperationFailed):
+    """A prompt does not fit in the loaded context (a client's mistake on the API: 400)."""
+
+    http_status = 400
+
+
+class RunnerCrashed(OperationFailed):
+    """A runner process died while it served a request (a native crash, or killed)."""
+
+    http_status = 500
+
+
+class ServerBusy(SlmctlError):
+    """Too many requests queued for a model, or the server is shutting down: try again later."""
+
+    exit_code = ExitCode.UNAVAILABLE
+    http_status = 503
+
+    def __init__(self, message: str, hint: str | None = None, *, retry_after: int = 1) -> None:
+        super().__init__(message, hint)
+        #: Seconds a client should wait before trying again (the ``Retry-After`` header).
+        self.retry_after = retry_after
+
+
+class RequestTooLarge(UsageError):
+    """A request body over the server's size limit."""
+
+    http_status = 413
+
+
+class ServerNotRunning(NetworkError):
+    """A command that talks to ``slmctl serve`` found no server at the address."""
+
+    http_status = 502

@@ -89,3 +89,20 @@ def modelfile_text(engine: Engine, manifest: Manifest) -> str:
         template=defaults.template, messages=[Message(m.role, m.content) for m in defaults.messages],
         licenses=list(defaults.license))
     return "\n".join(notes) + "\n\n" + format_modelfile(modelfile)
+
+
+def capabilities(manifest: Manifest, template: str | None = None) -> list[str]:
+    """What a model can serve, in Ollama's words: ``completion``, ``embedding``, ``insert``, ``tools``.
+
+    llama.cpp embeds with any GGUF model (mean pooling); an ONNX folder is either a GenAI text generator
+    (it has ``genai_config.json``) or an encoder that only embeds. ``insert`` (a ``suffix``) and
+    ``tools`` need a Modelfile TEMPLATE that uses ``.Suffix`` / ``.Tools``.
+    """
+    if manifest.format == "onnx":
+        generator = any(f.path.rsplit("/", 1)[-1] == "genai_config.json" for f in manifest.files)
+        caps = ["completion"] if generator else ["embedding"]
+    else:
+        caps = ["completion", "embedding"]
+    if "completion" in caps and template:
+        caps += [name for name, field in (("insert", ".Suffix"), ("tools", ".Tools")) if field in template]
+    return caps

@@ -63,3 +63,62 @@ class Settings:
             offline=env_flag(env, "SLMCTL_OFFLINE"),
             debug=debug or env_flag(env, "SLMCTL_DEBUG"),
         )
+
+
+#: Serve settings: (our variable, Ollama's variable honoured when ours is unset).
+SERVE_ENV: dict[str, tuple[str, str | None]] = {
+    "host": ("SLMCTL_HOST", "OLLAMA_HOST"),
+    "keep_alive": ("SLMCTL_KEEP_ALIVE", "OLLAMA_KEEP_ALIVE"),
+    "max_loaded": ("SLMCTL_MAX_LOADED_MODELS", "OLLAMA_MAX_LOADED_MODELS"),
+    "parallel": ("SLMCTL_NUM_PARALLEL", "OLLAMA_NUM_PARALLEL"),
+    "queue": ("SLMCTL_MAX_QUEUE", "OLLAMA_MAX_QUEUE"),
+    "flash_attention": ("SLMCTL_FLASH_ATTENTION", "OLLAMA_FLASH_ATTENTION"),
+    "preload": ("SLMCTL_PRELOAD", None),
+    "config": ("SLMCTL_CONFIG", None),
+}
+DEFAULT_HOST = "127.0.0.1:11434"
+
+
+def serve_env(env: Mapping[str, str], key: str) -> str | None:
+    """The environment's value for a serve setting: ``SLMCTL_*`` first, then Ollama's name."""
+    ours, theirs = SERVE_ENV[key]
+    for name in (ours, theirs):
+        if name and env.get(name, "").strip():
+            return env[name].strip()
+    return None
+
+
+def split_host(value: str | None, default_port: int = 11434) -> tuple[str, int]:
+    """``ADDR:PORT``, ``ADDR``, ``:PORT``, ``http://ADDR:PORT`` or ``[v6]:PORT`` -> (address, port)."""
+    text = (value or DEFAULT_HOST).strip()
+    for scheme in ("http://", "https://"):
+        if text.startswith(scheme):
+            text = text[len(scheme):]
+    text = text.rstrip("/")
+    if text.startswith("["):
+        addr, _, rest = text[1:].partition("]")
+        port = rest.lstrip(":")
+    elif text.count(":") == 1:
+        addr, port = text.split(":")
+    elif text.count(":") > 1:
+        addr, port = text, ""
+    else:
+        addr, port = text, ""
+    addr = addr or "127.0.0.1"
+    if port and not port.isdigit():
+        raise ValueError(f"invalid port in {value!r}")
+    number = int(port) if port else default_port
+    if not 0 <= number <= 65535:
+        raise ValueError(f"invalid port in {value!r}")
+    return addr, number
+
+
+def client_base_url(env: Mapping[str, str]) -> str:
+    """Where ``ps``/``stop`` find the server: ``SLMCTL_HOST`` (or ``OLLAMA_HOST``), default loopback."""
+    raw = serve_env(env, "host")
+    scheme = "https" if raw and raw.startswith("https://") else "http"
+    addr, port = split_host(raw)
+    if addr in ("0.0.0.0", "::", ""):
+        addr = "127.0.0.1"
+    host = f"[{addr}]" if ":" in addr else addr
+    return f"{scheme}://{host}:{port}"

@@ -14,7 +14,7 @@ import pytest
 from slmctl.testing.tiny_gguf import TinyGGUFSpec, write_corrupt_files, write_tiny_gguf
 
 #: The loopback Hugging Face-style server (``hub``) and its model fixtures, for the pull and create tests.
-pytest_plugins = ("hub_fixtures",)
+pytest_plugins = ("hub_fixtures", "serve_fixtures")
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from cli_runner import run_cli
+from slmctl.backends.probe_worker import failed_gguf, failed_onnx
 from slmctl.backends.providers import GgufBuild, OnnxBuild, ProviderStatus, RuntimeProbe
 from slmctl.cli.doctor import render
 from slmctl.diagnostics import collect
@@ -49,6 +50,7 @@ def test_json_has_every_field(doctor_json: dict[str, Any]) -> None:
     assert onnx["provider_status"]["qnn"]["usable"] is False
     assert report["selection"]["gguf"] in gguf["devices"]
     assert report["selection"]["onnx"] in onnx["providers"]
+    assert gguf["error"] is None and onnx["error"] is None  # both probe children answered
 
 
 def test_json_on_this_cpu_only_machine(doctor_json: dict[str, Any]) -> None:
@@ -152,3 +154,20 @@ def test_runtimes_not_installed() -> None:
     text = render(report)
     assert "  gguf   not installed" in text and "  onnx   not installed" in text
     assert text.splitlines()[-1] == "run would use: gguf -> none, onnx -> none"
+
+
+def test_a_probe_that_crashed_is_reported_not_fatal() -> None:
+    runtime = RuntimeProbe(gguf=lambda: failed_gguf("probe crashed with signal 11 (SIGSEGV)"),
+                           onnx=lambda: failed_onnx("probe timed out after 60 s"))
+    report = collect(hardware=fake_hardware, runtime=runtime)
+    gguf, onnx = report["backends"]["gguf"], report["backends"]["onnx"]
+    assert gguf["installed"] is False and gguf["error"] == "probe crashed with signal 11 (SIGSEGV)"
+    assert onnx["installed"] is False and onnx["error"] == "probe timed out after 60 s"
+    assert onnx["provider_status"]["cpu"] == {"usable": False, "reason": "probe timed out after 60 s"}
+    assert "backends/gguf/probe: probe crashed with signal 11 (SIGSEGV)" in report["problems"]
+    assert "backends/onnx/probe: probe timed out after 60 s" in report["problems"]
+    assert report["selection"] == {"gguf": None, "onnx": None}
+    json.dumps(report)
+    text = render(report)
+    assert "  gguf   probe failed: probe crashed with signal 11 (SIGSEGV)" in text
+    assert "  onnx   probe failed: probe timed out after 60 s" in text

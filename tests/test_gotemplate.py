@@ -218,6 +218,32 @@ def test_range_else(key: str) -> None:
     assert r("{{ range ." + key + " }}x{{ else }}empty{{ end }}") == "empty"
 
 
+@pytest.mark.parametrize(("text", "expected"), [
+    ("{{ range .L }}{{ if eq . \"b\" }}{{ break }}{{ end }}{{ . }}{{ end }}", "a"),
+    ("{{ range .L }}{{ if eq . \"b\" }}{{ continue }}{{ end }}{{ . }}{{ end }}", "ac"),
+    ("{{ range .L }}{{ with . }}{{ continue }}{{ end }}x{{ end }}|", "|"),
+    ("{{ range .L }}{{ break }}{{ else }}empty{{ end }}", ""),
+    ("{{ range $i, $_ := .L }}{{ range $.L }}{{ if eq . \"b\" }}{{ break }}{{ end }}{{ $i }}{{ end }}{{ end }}", "012"),
+    ("{{ range $k, $v := .M }}{{ if eq $k \"a\" }}{{ continue }}{{ end }}{{ $k }}={{ $v }}{{ end }}", "b=2"),
+    ("{{ range 10 }}{{ if eq . 3 }}{{ break }}{{ end }}{{ . }}{{ end }}", "012"),
+    ("{{ $n := 0 }}{{ range .L }}{{ $n = . }}{{ $t := 1 }}{{ break }}{{ end }}{{ $n }}", "a"),
+    ("{{ range .L }}{{ . }}\n{{- continue }}\nnever{{ end }}", "abc"),
+])
+def test_break_and_continue(text: str, expected: str) -> None:
+    assert r(text) == expected
+
+
+@pytest.mark.parametrize(("text", "col", "reason"), [
+    ("{{ break }}", 4, "{{ break }} outside of a range block"),
+    ("{{ if 1 }}{{ continue }}{{ end }}", 14, "{{ continue }} outside of a range block"),
+    ("{{ range .L }}{{ else }}{{ break }}{{ end }}", 28, "{{ break }} outside of a range block"),
+    ("{{ range .L }}{{ break 1 }}{{ end }}", 24, "unexpected '1' in break"),
+])
+def test_break_and_continue_only_in_a_range_body(text: str, col: int, reason: str) -> None:
+    error = error_of(text)
+    assert (error.line, error.column, error.reason) == (1, col, reason)
+
+
 # --- variables -------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -274,18 +300,63 @@ def test_functions(text: str, expected: str) -> None:
     assert r(text) == expected
 
 
+def test_ollama_functions() -> None:
+    data = {"A": {"b": [1, 2.5, None], "a": "<x> & \"y\"\n"}, "F": 1e21, "G": 1e-7, "H": 100.0}
+    assert r("{{ json .A }}", data) == '{"a":"\\u003cx\\u003e \\u0026 \\"y\\"\\n","b":[1,2.5,null]}'
+    assert r("{{ json .F }} {{ json .G }} {{ json .H }} {{ json .Nope }}", data) == "1e+21 1e-7 100 null"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d{4}-\d\d-\d\d", r("{{ currentDate }} {{ yesterdayDate \"x\" }}"))
+    assert r("{{ toTypeScriptType .L }}") == "any"
+
+
+def test_values_with_go_methods_print_through_them() -> None:
+    class Args(dict):  # type: ignore[type-arg]
+        def go_string(self) -> str:
+            return "JSON"
+
+    data = {"A": Args(b=2, a=1)}
+    assert r("{{ .A }}|{{ print .A }}|{{ printf \"%s %v\" .A .A }}|{{ range $k, $v := .A }}{{ $k }}{{ $v }}{{ end }}",
+             data) == "JSON|JSON|JSON JSON|a1b2"
+
+
+def test_identifiers_are_ollamas_vars() -> None:
+    template = parse_template("{{ .System }}{{ range $m := .Messages }}{{ $m.Content }}{{ end }}"
+                              "{{ if (.X).Response }}{{ end }}{{ $.Tools }}")
+    assert template.identifiers == frozenset({"system", "messages", "$m", "content", "$", "tools"})
+
+
+def test_with_response_appends_the_response_field() -> None:
+    template = parse_template("{{ .Prompt }}!").with_response()
+    assert template.render({"Prompt": "p", "Response": "r"}) == "p!r"
+    assert "response" in template.identifiers
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("[{{ .Prompt }}]{{ .Response }}</s>", "[P]R"),
+    ("{{ if .System }}<{{ .System }}>{{ end }}{{ .Prompt }}:{{ .Response }}{{ if .System }}x{{ end }}", "<S>P:R"),
+    ("{{ if .Prompt }}[{{ .Prompt }}]{{ .Response }}tail{{ else }}no{{ end }}after", "[P]R"),
+    ("{{ if .Response }}kept{{ end }}{{ .Prompt }}{{ .Response }}", "keptPR"),
+    ("{{ print .Prompt .Response \"x\" }}tail", "PR"),
+    ("{{ .Prompt | printf \"%s-\" }}{{ print .Response | printf \"(%s)\" }}", "P-"),
+    ("{{ print .Prompt (print .Response \"x\") }}tail", "PR"),
+    ("{{ range .L }}{{ . }}{{ with $ }}{{ .Response }}-{{ end }}+{{ end }}tail", "aRbRcR"),
+    ("{{ $.Response }}{{ .Prompt }}", "RP"),
+    ("{{ .Prompt }}", "P"),
+])
+def test_cut_at_response_drops_what_follows_the_response_field(text: str, expected: str) -> None:
+    data = {"System": "S", "Prompt": "P", "Response": "R", "L": ["a", "b", "c"]}
+    assert parse_template(text).cut_at_response().render(data) == expected
+
+
 # --- errors ------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("text", "line", "col", "reason"), [
     ("line1\nline2\n{{ define \"x\" }}{{ end }}", 3, 4, "unsupported action 'define'"),
     ("{{ template \"x\" }}", 1, 4, "unsupported action 'template'"),
     ("{{ block \"x\" . }}{{ end }}", 1, 4, "unsupported action 'block'"),
-    ("{{ range .L }}{{ break }}{{ end }}", 1, 18, "unsupported action 'break'"),
-    ("{{ range .L }}\n  {{- continue }}{{ end }}", 2, 7, "unsupported action 'continue'"),
     ("{{ .Method \"x\" }}", 1, 4, "unsupported method call: '.Method' with arguments"),
     ("{{ \"x\" | .Method }}", 1, 10, "unsupported method call: '.Method' with arguments"),
     ("{{ call .F }}", 1, 4, "unsupported function 'call'"),
-    ("{{ json .Tools }}", 1, 4, "unsupported function 'json'"),
+    ("{{ html .Tools }}", 1, 4, "unsupported function 'html'"),
     ("a\nb {{ if .X }}\n  {{ bogus }}\n{{ end }}", 3, 6, "unsupported function 'bogus'"),
     ("{{ 1i }}", 1, 4, "complex numbers are not supported: '1i'"),
 ])

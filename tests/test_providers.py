@@ -1,13 +1,17 @@
-"""Runtime probes (slmctl.backends.providers): the real ones on this machine, and injected fakes."""
+"""Runtime probes (slmctl.backends.providers): the real ones on this machine, injected fakes, and the probe
+child (slmctl.backends.probe_worker) with its failure modes."""
 
 from __future__ import annotations
 
+import json
+import sys
+import threading
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from slmctl.backends import providers
+from slmctl.backends import probe_worker, providers
 from slmctl.backends.providers import (
     NOT_INSTALLED,
     PROBE_MODEL,
@@ -218,3 +222,119 @@ def test_probe_results_are_cached_until_cleared() -> None:
     probe.clear()
     probe.usable_onnx_providers()
     assert calls == {"gguf": 1, "onnx": 2}
+
+
+# -- isolation: in process only when that runtime is already here, else a child -------------------
+def test_which_runtime_is_loaded_here() -> None:
+    assert providers.loaded_here("gguf", {"llama_cpp": object()})
+    assert not providers.loaded_here("gguf", {"onnxruntime": object(), "onnxruntime_genai": object()})
+    assert providers.loaded_here("onnx", {"onnxruntime_genai": object()})
+    assert providers.loaded_here("onnx", {"onnxruntime": object()})
+    assert not providers.loaded_here("onnx", {"llama_cpp": object()})
+    assert providers.loaded_here("gguf") and providers.loaded_here("onnx")  # this test module imported both
+
+
+def test_the_default_probes_are_the_isolated_ones() -> None:
+    probe = RuntimeProbe()
+    assert probe._probes == {"gguf": providers.isolated_gguf, "onnx": providers.isolated_onnx}
+
+
+def test_a_runtime_already_loaded_is_probed_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_child(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("started a probe child for a runtime this process already has")
+
+    monkeypatch.setattr(probe_worker, "run_probe", no_child)
+    assert providers.isolated_gguf() == probe_gguf()
+    assert providers.isolated_onnx() == probe_onnx()
+
+
+@pytest.mark.parametrize("kind", ["gguf", "onnx"])
+def test_a_runtime_not_loaded_is_probed_in_a_child(monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    for name in (*providers.GGUF_MODULES, *providers.ONNX_MODULES):
+        monkeypatch.delitem(sys.modules, name, raising=False)  # restored after the test
+    seen: list[str] = []
+
+    def child(kind_: str, **kwargs: Any) -> tuple[None, str]:
+        seen.append(kind_)
+        return None, "probe crashed with signal 11 (SIGSEGV)"
+
+    monkeypatch.setattr(probe_worker, "run_probe", child)
+    build = providers.isolated_gguf() if kind == "gguf" else providers.isolated_onnx()
+    assert seen == [kind] and not build.installed and build.error == "probe crashed with signal 11 (SIGSEGV)"
+    assert "llama_cpp" not in sys.modules and "onnxruntime" not in sys.modules
+
+
+def test_the_child_answers_like_the_probe_here() -> None:
+    assert probe_worker.probe_gguf_in_child() == probe_gguf()
+    assert probe_worker.probe_onnx_in_child() == probe_onnx()
+
+
+def test_builds_survive_json() -> None:
+    gguf = GgufBuild(True, "1", "CUDA : x |", True, ["CUDA0: H200 (gpu, backend CUDA)"], ["cuda", "cpu"], ["p"])
+    onnx = OnnxBuild(True, "0.1", "1.2", ["CPUExecutionProvider"], {"cpu": ProviderStatus(True, "ok")}, None)
+    assert probe_worker.gguf_from_dict(json.loads(json.dumps(probe_worker.build_to_dict(gguf)))) == gguf
+    assert probe_worker.onnx_from_dict(json.loads(json.dumps(probe_worker.build_to_dict(onnx)))) == onnx
+
+
+def python(code: str) -> list[str]:
+    return [sys.executable, "-c", code]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_crashing_child_becomes_an_error() -> None:
+    crash = python("import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
+    build = probe_worker.probe_onnx_in_child(command=crash)
+    assert build == probe_worker.failed_onnx("probe crashed with signal 11 (SIGSEGV)")
+    assert set(build.status) == {"cpu", "cuda", "dml", "qnn", "openvino", "webgpu"} and build.usable == []
+    gguf = probe_worker.probe_gguf_in_child(command=crash)
+    assert not gguf.installed and gguf.error == "probe crashed with signal 11 (SIGSEGV)"
+    assert gguf.problems == ["gguf/probe: probe crashed with signal 11 (SIGSEGV)"] and gguf.devices == ["cpu"]
+    info = RuntimeProbe(gguf=lambda: gguf).gguf_build_info()
+    assert info["installed"] is False and info["error"] == "probe crashed with signal 11 (SIGSEGV)"
+
+
+def test_every_other_child_failure_becomes_an_error() -> None:
+    run = probe_worker.run_probe
+    assert run("gguf", command=python("import time; time.sleep(30)"), timeout=0.5) == (
+        None, "probe timed out after 0.5 s")
+    assert run("gguf", command=python("import sys; sys.exit('boom\\nlast words')")) == (
+        None, "probe exited with code 1: last words")
+    assert run("onnx", command=python("print('not json')")) == (None, "probe returned no result")
+    wrong = python("import json; print(json.dumps({'kind': 'gguf', 'build': {'installed': True}}))")
+    assert run("onnx", command=wrong) == (None, "probe returned no result")
+    assert run("gguf", command=["/nonexistent/python"])[1].startswith("probe could not start: ")
+    odd = python("import json; print(json.dumps({'kind': 'onnx', 'build': {'status': 1}}))")
+    assert probe_worker.probe_onnx_in_child(command=odd).error.startswith("probe returned an unreadable result")
+
+
+def test_the_worker_refuses_a_bad_kind(capsys: pytest.CaptureFixture[str]) -> None:
+    assert probe_worker.main(["tflite"]) == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_prefetch_runs_both_probes_side_by_side() -> None:
+    both = threading.Barrier(2, timeout=10)  # each probe waits for the other: only concurrent runs get through
+
+    def gguf() -> GgufBuild:
+        both.wait()
+        return GgufBuild(True, "1.0")
+
+    def onnx() -> OnnxBuild:
+        both.wait()
+        return OnnxBuild(True, "0.1")
+
+    probe = RuntimeProbe(gguf=gguf, onnx=onnx)
+    probe.prefetch()
+    assert probe.gguf_build_info()["version"] == "1.0" and probe.onnx_build_info()["version"] == "0.1"
+    probe.prefetch()  # cached: nothing runs (a lone probe would now wait on the barrier and fail)
+
+
+def test_prefetch_never_raises() -> None:
+    def broken() -> Any:
+        raise RuntimeError("probe exploded")
+
+    probe = RuntimeProbe(gguf=broken, onnx=lambda: OnnxBuild(True, "0.1"))
+    probe.prefetch()
+    assert probe.onnx_build_info()["installed"]
+    with pytest.raises(RuntimeError, match="probe exploded"):  # not cached: the caller's ask reports it
+        probe.gguf()

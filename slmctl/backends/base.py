@@ -19,13 +19,15 @@ from typing import Any, Literal
 from slmctl.options import LoadOptions, SamplingOptions
 
 DoneReason = Literal["stop", "length", "cancel"]
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
 
 
 @dataclass(frozen=True)
 class ChatMessage:
     role: Role
     content: str
+    #: Tool calls an assistant message made: ``{"function": {"name": ..., "arguments": {...}}}`` each.
+    tool_calls: tuple[dict[str, Any], ...] | None = None
 
 
 def fallback_prompt(messages: tuple[ChatMessage, ...]) -> str:
@@ -101,11 +103,16 @@ class Generation:
 
     ``cancel()`` may be called from another thread: the generation stops at the next token with
     ``done_reason == "cancel"``. Closing the iterator early also stops it cleanly and frees the model.
+    ``cancel`` may be shared with whoever produces the chunks (a runner's worker); ``on_cancel``
+    callbacks tell producers that cannot watch it (a runner process) at once.
     """
 
-    def __init__(self, run: RunFn) -> None:
+    def __init__(self, run: RunFn, cancel: threading.Event | None = None, *, submitted_ns: int | None = None) -> None:
         self._run = run
-        self._cancel = threading.Event()
+        #: When the request was handed over (total_duration counts from there; default: first read).
+        self._submitted_ns = submitted_ns
+        self._cancel = cancel or threading.Event()
+        self.on_cancel: list[Callable[[], None]] = []
         self._iter: Iterator[str] | None = None
         self._parts: list[str] = []
         self.stats: Stats | None = None
@@ -113,7 +120,10 @@ class Generation:
         self.on_finish: list[Callable[[Generation], None]] = []
 
     def cancel(self) -> None:
-        self._cancel.set()
+        if not self._cancel.is_set():
+            self._cancel.set()
+            for callback in self.on_cancel:
+                callback()
 
     @property
     def cancelled(self) -> bool:
@@ -136,13 +146,13 @@ class Generation:
 
     def _drive(self) -> Iterator[str]:
         stats = Stats()
-        start = time.perf_counter_ns()
+        start = self._submitted_ns or time.perf_counter_ns()
         try:
             for chunk in self._run(stats, self._cancel):
                 self._parts.append(chunk)
                 yield chunk
         except (KeyboardInterrupt, GeneratorExit):
-            self._cancel.set()  # stopped by Ctrl-C or by a consumer that went away
+            self.cancel()  # stopped by Ctrl-C or by a consumer that went away
             raise
         finally:
             stats.total_duration = time.perf_counter_ns() - start
@@ -165,12 +175,19 @@ class LoadedModel(ABC):
     info: LoadedInfo
 
     @abstractmethod
-    def generate(self, request: GenerateRequest) -> Generation:
-        """Start a generation; nothing runs until the result is iterated."""
+    def generate(self, request: GenerateRequest, cancel: threading.Event | None = None) -> Generation:
+        """Start a generation; nothing runs until the result is iterated. Setting ``cancel`` (from any
+        thread) stops it at the next token."""
 
     def prompt_text(self, request: GenerateRequest) -> str:
         """The exact text the model will read for ``request`` (chat template applied)."""
         return request.prompt or ""
+
+    def prompt_tokens(self, request: GenerateRequest) -> list[int]:
+        """The token ids the model will read for ``request`` (how much of the context it takes)."""
+        if request.tokens is not None:
+            return list(request.tokens)
+        return self.tokenize(self.prompt_text(request), special=True)
 
     @abstractmethod
     def tokenize(self, text: str, *, special: bool = False) -> list[int]:

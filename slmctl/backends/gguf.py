@@ -29,7 +29,7 @@ from slmctl.backends.base import (
     fallback_prompt,
 )
 from slmctl.backends.tokenloop import stream_text
-from slmctl.errors import InvalidModelFile, OperationFailed
+from slmctl.errors import ContextOverflow, InvalidModelFile, OperationFailed
 from slmctl.options import LLAMA_CPP_NAMES, LoadOptions, SamplingOptions
 
 _SAMPLING_KEYS = ("temperature", "top_k", "top_p", "min_p", "typical_p", "repeat_penalty",
@@ -105,7 +105,10 @@ class LlamaCppBackend(Backend):
         load_ns = time.perf_counter_ns() - start
         device = device if gpu and options.num_gpu != 0 else "cpu"
         template = llm.metadata.get("tokenizer.chat_template")
-        info = LoadedInfo("gguf", device, llm.n_ctx(), load_ns, template)
+        # llama.cpp pads its context (to 256 tokens) but llama-cpp-python's token buffers hold what was
+        # asked for: the smaller of the two is what a prompt plus its answer may use.
+        usable = min(llm.n_ctx(), options.num_ctx) if options.num_ctx > 0 else llm.n_ctx()
+        info = LoadedInfo("gguf", device, usable, load_ns, template)
         return LlamaCppModel(llm, info, llama_cpp)
 
     @staticmethod
@@ -170,8 +173,8 @@ class LlamaCppModel(LoadedModel):
         return self._llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=True)
 
     # -- generation ----------------------------------------------------------------------------
-    def generate(self, request: GenerateRequest) -> Generation:
-        return Generation(lambda stats, cancel: self._run(request, stats, cancel))
+    def generate(self, request: GenerateRequest, cancel: threading.Event | None = None) -> Generation:
+        return Generation(lambda stats, stop: self._run(request, stats, stop), cancel=cancel)
 
     def _grammar(self, json_format: str | dict[str, Any] | None) -> Any:
         if json_format is None:
@@ -189,9 +192,9 @@ class LlamaCppModel(LoadedModel):
         with self._lock:
             llm = self._llm
             tokens = self.prompt_tokens(request)
-            n_ctx = llm.n_ctx()
+            n_ctx = self.info.context_length
             if len(tokens) >= n_ctx:
-                raise OperationFailed(
+                raise ContextOverflow(
                     f"the prompt is {len(tokens)} tokens but the context holds {n_ctx}",
                     "shorten the prompt or raise the context: --param num_ctx=N",
                 )

@@ -28,7 +28,7 @@ from slmctl.backends.base import (
 )
 from slmctl.backends.tokenloop import stream_text
 from slmctl.formats.onnx_folder import read_chat_template
-from slmctl.errors import DeviceUnavailable, InvalidModelFile, OperationFailed
+from slmctl.errors import ContextOverflow, DeviceUnavailable, InvalidModelFile, OperationFailed
 from slmctl.options import ONNX_GENAI_NAMES, ONNX_GENAI_UNSUPPORTED, LoadOptions, SamplingOptions, unsupported_options
 
 RUNTIME = "onnxruntime-genai"
@@ -148,8 +148,8 @@ class OnnxGenaiModel(LoadedModel):
         return [int(t) for t in self._tokenizer.encode(self.prompt_text(request))]
 
     # -- generation ----------------------------------------------------------------------------
-    def generate(self, request: GenerateRequest) -> Generation:
-        return Generation(lambda stats, cancel: self._run(request, stats, cancel))
+    def generate(self, request: GenerateRequest, cancel: threading.Event | None = None) -> Generation:
+        return Generation(lambda stats, stop: self._run(request, stats, stop), cancel=cancel)
 
     def _params(self, options: SamplingOptions, max_length: int, json_format: Any, ignore_eos: bool) -> Any:
         params = self._og.GeneratorParams(self._model)
@@ -176,7 +176,7 @@ class OnnxGenaiModel(LoadedModel):
         tokens = self.prompt_tokens(request)
         n_ctx = self.info.context_length
         if len(tokens) >= n_ctx:
-            raise OperationFailed(f"the prompt is {len(tokens)} tokens but the context holds {n_ctx}",
+            raise ContextOverflow(f"the prompt is {len(tokens)} tokens but the context holds {n_ctx}",
                                   "shorten the prompt or raise the context: --param num_ctx=N")
         room = n_ctx - len(tokens)
         limit = min(options.num_predict, room) if options.num_predict >= 0 else room

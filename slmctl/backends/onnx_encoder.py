@@ -9,6 +9,7 @@ L2-normalised, behind the same ``embed`` call the GGUF backend offers.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -107,7 +108,7 @@ class OnnxEncoderModel(LoadedModel):
             return np.where(weights > 0, hidden, -np.inf).max(axis=1)
         return (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1.0)
 
-    def generate(self, request: GenerateRequest) -> Generation:
+    def generate(self, request: GenerateRequest, cancel: threading.Event | None = None) -> Generation:
         raise UsageError("this is an embedding model: it cannot generate text", "use 'slmctl embed' with it")
 
     def tokenize(self, text: str, *, special: bool = False) -> list[int]:

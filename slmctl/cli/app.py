@@ -17,7 +17,9 @@ from typing import Any, Optional
 import typer
 
 from slmctl import __version__
-from slmctl.cli import bench, copy, create, doctor, embed, export, import_, list_, pull, remove, run, show, verify
+from slmctl.cli import (
+    bench, copy, create, doctor, embed, export, import_, list_, ps, pull, remove, run, serve, show, stop, verify,
+)
 from slmctl.cli.context import AppContext
 from slmctl.errors import ExitCode, Interrupted, SlmctlError
 
@@ -71,7 +73,8 @@ def _guard(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-for _module in (import_, export, create, list_, show, remove, copy, verify, pull, run, embed, doctor, bench):
+for _module in (import_, export, create, list_, show, remove, copy, verify, pull, run, embed, serve, ps, stop, doctor,
+                bench):
     app.command(**_module.COMMAND)(_guard(_module.command))
 app.add_typer(bench.models_app, name="models")
 

@@ -207,10 +207,13 @@ def _machine() -> dict[str, Any]:
 
 
 def _runtimes() -> dict[str, str | None]:
+    """Runtime versions from the cached probes; each probe runs in a child process unless this process already
+    loaded that runtime (llama.cpp and ONNX Runtime must never share one: see slmctl.backends.providers)."""
     import platform
 
     from slmctl.backends import providers
 
+    providers.prefetch()  # both probes side by side, unless _machine() already ran them
     versions: dict[str, str | None] = {"python": platform.python_version()}
     try:
         versions["llama-cpp-python"] = providers.gguf_build_info().get("version")

@@ -59,4 +59,4 @@ class AppContext:
     def engine(self) -> Engine:
         from slmctl.engine import Engine
 
-        return Engine(self.store())
+        return Engine(self.store(), runtime_here=True)

@@ -2,7 +2,9 @@
 
 Renders :func:`slmctl.diagnostics.collect`; the gathering lives there. With ``--debug`` the report
 also shows why each ONNX provider is or is not usable, llama.cpp's build details and the probe
-problems; without it, a probe that failed just reads "unknown".
+problems; without it, a probe that failed just reads "unknown". Each runtime is probed in a child
+process (llama.cpp and ONNX Runtime must not share one; see :mod:`slmctl.backends.providers`): when
+that child crashes or times out, its runtime reads "probe failed: <why>" instead of doctor dying.
 """
 
 from __future__ import annotations
@@ -44,6 +46,11 @@ def _gpu_line(gpu: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def _missing(section: dict[str, Any]) -> str:
+    error = section.get("error")
+    return f"probe failed: {error}" if error else "not installed"
+
+
 def render(report: dict[str, Any], *, debug: bool = False) -> str:
     """The plain-text report (aligned sections, one ``run would use`` line at the end)."""
     from slmctl.cli.output import human_size
@@ -63,9 +70,9 @@ def render(report: dict[str, Any], *, debug: bool = False) -> str:
     lines += _section("NPUs", npus or [("none found", "")])
     gguf, onnx = report["backends"]["gguf"], report["backends"]["onnx"]
     gguf_text = (f"llama-cpp-python {_value(gguf['version'])}, devices: {', '.join(gguf['devices']) or 'none'}"
-                 if gguf["installed"] else "not installed")
+                 if gguf["installed"] else _missing(gguf))
     onnx_text = (f"onnxruntime-genai {_value(onnx['version'])} (onnxruntime {_value(onnx['onnxruntime_version'])}), "
-                 f"providers: {', '.join(onnx['providers']) or 'none'}" if onnx["installed"] else "not installed")
+                 f"providers: {', '.join(onnx['providers']) or 'none'}" if onnx["installed"] else _missing(onnx))
     lines += _section("Runtimes", [("gguf", gguf_text), ("onnx", onnx_text)])
     if debug:
         status = onnx["provider_status"]

@@ -8,10 +8,14 @@ does both. The lexer, parser and builtins live in ``gotemplate_lexer``, ``gotemp
 The subset: text and ``{{ pipeline }}`` actions, ``{{- ``/`` -}}`` trim markers, ``{{/* comments */}}``;
 fields ``.A.B``, ``$``, ``$x.A``, ``(pipeline).A``; ``if``/``else if``/``else``, ``with``/``else with``/
 ``else``, ``range`` (over lists, maps in key order and ints, with ``$i, $x :=``) with ``else``;
-``$x := ...`` and ``$x = ...`` scoped like Go; pipes; the functions ``and or not eq ne lt le gt ge len
-index slice print printf println``; string (Go escapes and raw), number, boolean, character and
-``nil`` literals. Everything else (``define``, ``template``, ``block``, ``break``, ``continue``,
-method calls with arguments, other functions) is refused when the template is parsed.
+``break``/``continue`` in a range body; ``$x := ...`` and ``$x = ...`` scoped like Go; pipes; the
+functions ``and or not eq ne lt le gt ge len index slice print printf println`` and Ollama's ``json
+currentDate yesterdayDate toTypeScriptType``; string (Go escapes and raw), number, boolean, character
+and ``nil`` literals. Everything else (``define``, ``template``, ``block``, method calls with
+arguments, other functions) is refused when the template is parsed.
+
+Two tree operations serve Ollama's prompt building (:mod:`.prompting`): ``identifiers`` (Ollama's
+``Vars``) and ``with_response`` / ``cut_at_response`` (its ``{{ .Response }}`` touch-up and cut).
 
 Values, and where slmctl departs from Go: the data are plain dicts and lists; a field that is not in
 the data (at any depth) is None, never an error, and None is Ollama's "zero value": false, length 0,
@@ -28,7 +32,7 @@ from typing import Any
 from slmctl.modelfile.gotemplate_funcs import FUNCS, FuncError, format_value, go_type, print_value, truth
 from slmctl.modelfile.gotemplate_lexer import RENDER_HINT, Source, TemplateError, lex, show
 from slmctl.modelfile.gotemplate_parser import (
-    Action, Chain, Field, Ident, If, Literal, Node, Parser, Pipe, Range, Text, Variable,
+    Action, Chain, Command, Field, Ident, If, Literal, Loop, Node, Parser, Pipe, Range, Text, Variable,
 )
 
 __all__ = ["Template", "TemplateError", "parse_template", "render_template"]
@@ -53,6 +57,27 @@ class Template:
         """Every field name the template refers to (``{"System", "Prompt"}`` for ``{{ .System }} {{ .Prompt }}``)."""
         return self._fields
 
+    @property
+    def identifiers(self) -> frozenset[str]:
+        """Ollama's ``Vars``: lower-cased field names and variable names of fields (``.A.B``) and
+        variables (``$x.C``, ``$``) in actions and block pipelines; ``(pipeline).D`` is not looked into."""
+        names: set[str] = set()
+        _identifiers(self._nodes, names)
+        return frozenset(names)
+
+    def with_response(self) -> Template:
+        """This template with ``{{ .Response }}`` appended (Ollama's touch-up of templates that
+        name neither ``.Messages`` nor ``.Response``)."""
+        end = len(self._src.text)
+        pipe = Pipe(end, (), False, [Command(end, [Field(end, ("Response",))])])
+        return Template(self._src, [*self._nodes, Action(pipe)], self._fields | {"Response"})
+
+    def cut_at_response(self) -> Template:
+        """This template up to and including its first ``.Response`` field in an action (Ollama's
+        ``deleteNode``): everything after that field goes (the pipelines of ``if``/``with``/``range``
+        are not looked into; a command left without arguments drops its whole pipeline)."""
+        return Template(self._src, _cut_list(self._nodes, _Cut()), self._fields)
+
     def render(self, data: Mapping[str, Any]) -> str:
         """The text for ``data`` (which is also ``$``). Raises :class:`TemplateError` when an action fails."""
         run = _Run(self._src, data)
@@ -74,6 +99,95 @@ def parse_template(text: str) -> Template:
 def render_template(text: str, data: Mapping[str, Any]) -> str:
     """``parse_template(text).render(data)``."""
     return parse_template(text).render(data)
+
+
+def _identifiers(nodes: list[Node], names: set[str]) -> None:
+    for node in nodes:
+        if isinstance(node, Action):
+            _pipe_identifiers(node.pipe, names)
+        elif isinstance(node, If):
+            for cond, body in node.branches:
+                _pipe_identifiers(cond, names)
+                _identifiers(body, names)
+            _identifiers(node.else_body or [], names)
+        elif isinstance(node, Range):
+            _pipe_identifiers(node.pipe, names)
+            _identifiers(node.body, names)
+            _identifiers(node.else_body or [], names)
+
+
+def _pipe_identifiers(pipe: Pipe, names: set[str]) -> None:
+    for cmd in pipe.cmds:
+        for arg in cmd.args:
+            if isinstance(arg, Field):
+                names.update(n.lower() for n in arg.names)
+            elif isinstance(arg, Variable):
+                names.update(n.lower() for n in (arg.name, *arg.names))
+            elif isinstance(arg, Pipe):
+                _pipe_identifiers(arg, names)
+
+
+class _Cut:
+    """Whether the walk of ``cut_at_response`` has passed the ``.Response`` field."""
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = False
+
+
+def _cut_list(nodes: list[Node], cut: _Cut) -> list[Node]:
+    out: list[Node] = []
+    for node in nodes:
+        if cut.done:
+            break
+        if isinstance(node, Action):
+            pipe = _cut_pipe(node.pipe, cut)
+            if pipe is not None:
+                out.append(Action(pipe))
+        elif isinstance(node, If):
+            branches = []
+            for cond, body in node.branches:  # Ollama fails on branches after a cut: left out here
+                if not cut.done:
+                    branches.append((cond, _cut_list(body, cut)))
+            else_body = _cut_list(node.else_body, cut) if node.else_body is not None and not cut.done else None
+            out.append(If(node.pos, node.kind, branches, else_body))
+        elif isinstance(node, Range):
+            body = _cut_list(node.body, cut)
+            else_body = _cut_list(node.else_body, cut) if node.else_body is not None and not cut.done else None
+            out.append(Range(node.pos, node.pipe, body, else_body))
+        else:
+            out.append(node)
+    return out
+
+
+def _cut_pipe(pipe: Pipe, cut: _Cut) -> Pipe | None:
+    cmds: list[Command] = []
+    for cmd in pipe.cmds:
+        args: list[Node] = []
+        for arg in cmd.args:
+            if cut.done:
+                break
+            if isinstance(arg, Field) and "Response" in arg.names:
+                cut.done = True
+                args.append(arg)
+            elif isinstance(arg, Pipe):
+                inner = _cut_pipe(arg, cut)
+                if inner is not None:
+                    args.append(inner)
+            else:
+                args.append(arg)
+        if not args:
+            return None
+        cmds.append(Command(cmd.pos, args))
+    return Pipe(pipe.pos, pipe.decl, pipe.is_assign, cmds)
+
+
+class _Break(Exception):
+    """``{{ break }}``: ends the innermost range."""
+
+
+class _Continue(Exception):
+    """``{{ continue }}``: goes on with the next element of the innermost range."""
 
 
 def _field(value: Any, name: str) -> Any:
@@ -113,6 +227,8 @@ class _Run:
                 self.walk_if(node, dot)
             elif isinstance(node, Range):
                 self.walk_range(node, dot)
+            elif isinstance(node, Loop):
+                raise _Break() if node.kind == "break" else _Continue()
 
     def walk_if(self, node: If, dot: Any) -> None:
         mark = len(self.vars)
@@ -141,8 +257,14 @@ class _Run:
                 self.vars[top - 1][1] = elem
                 if len(pipe.decl) == 2:
                     self.vars[top - 2][1] = key
-            self.walk(node.body, elem)
-            del self.vars[top:]
+            try:
+                self.walk(node.body, elem)
+            except _Continue:
+                pass
+            except _Break:
+                break
+            finally:
+                del self.vars[top:]
         if not items and node.else_body is not None:
             self.walk(node.else_body, dot)
         del self.vars[mark:]
@@ -225,3 +347,5 @@ class _Run:
             return FUNCS[name](*values, *final)
         except FuncError as exc:
             raise self.error(ident.pos, f"error calling {name}: {exc}") from None
+        except TypeError:  # a call that cut_at_response left with too few arguments
+            raise self.error(ident.pos, f"wrong number of args for {name}: got {len(values) + len(final)}") from None

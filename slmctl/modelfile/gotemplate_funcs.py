@@ -1,14 +1,19 @@
 """Values and builtin functions of slmctl's Go ``text/template`` subset (API: :mod:`.gotemplate`).
 
 Owns Go's truthiness, how values print (Go's ``fmt`` ``%v``: ``true``, ``1e+06``, ``[a b]``,
-``map[k:v]``), the builtins ``and or not eq ne lt le gt ge len index slice print printf println``
-(their arity table is used by the parser) and a ``printf`` with Go's common verbs. ``None`` stands
-for Ollama's zero values: false, length 0, and printed as the empty string (by ``{{ . }}``,
-``print`` and ``printf`` ``%s``/``%v``); inside a list or map it prints as Go's ``<nil>``.
+``map[k:v]``), Go's ``encoding/json`` form of values (:func:`go_json`), the builtins ``and or not eq
+ne lt le gt ge len index slice print printf println`` and Ollama's ``json currentDate yesterdayDate
+toTypeScriptType`` (their arity table is used by the parser) and a ``printf`` with Go's common verbs.
+``None`` stands for Ollama's zero values: false, length 0, and printed as the empty string (by
+``{{ . }}``, ``print`` and ``printf`` ``%s``/``%v``); inside a list or map it prints as Go's ``<nil>``.
+
+A value may bring its Go methods: ``go_string()`` (Go's ``String()``: how ``fmt`` prints it),
+``go_json()`` (Go's ``MarshalJSON``) and ``to_typescript_type()`` (for ``toTypeScriptType``).
 """
 
 from __future__ import annotations
 
+import datetime
 import math
 from collections.abc import Callable, Mapping
 from decimal import Decimal
@@ -19,6 +24,7 @@ ARITY: dict[str, tuple[int, int | None]] = {
     "and": (1, None), "or": (1, None), "not": (1, 1), "len": (1, 1), "index": (1, None), "slice": (1, 4),
     "eq": (2, None), "ne": (2, 2), "lt": (2, 2), "le": (2, 2), "gt": (2, 2), "ge": (2, 2),
     "print": (0, None), "printf": (1, None), "println": (0, None),
+    "json": (1, 1), "currentDate": (0, None), "yesterdayDate": (0, None), "toTypeScriptType": (1, 1),
 }
 
 
@@ -78,10 +84,18 @@ def go_float(f: float) -> str:
     return f"{neg}{digits[:point]}.{digits[point:]}"
 
 
+def _stringer(value: Any) -> Callable[[], str] | None:
+    method = getattr(type(value), "go_string", None)
+    return method.__get__(value) if method is not None else None
+
+
 def format_value(value: Any) -> str:
     """Go's ``fmt`` ``%v`` (``None`` is ``<nil>``)."""
     if value is None:
         return "<nil>"
+    stringer = _stringer(value)
+    if stringer is not None:
+        return stringer()
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
@@ -150,6 +164,9 @@ def _fmt_float(f: float, verb: str, flags: str, prec: int | None) -> str | None:
 
 def _fmt_one(arg: Any, verb: str, flags: str, width: int | None, prec: int | None, top: bool) -> str:
     """One ``printf`` operand; lists and maps apply the verb to each element, as Go does."""
+    stringer = _stringer(arg)
+    if stringer is not None and verb in "sqv":
+        arg = stringer()
     if isinstance(arg, (list, tuple)) and verb != "T":
         return "[" + " ".join(_fmt_one(a, verb, flags, width, prec, False) for a in arg) + "]"
     if isinstance(arg, Mapping) and verb != "T":
@@ -353,9 +370,55 @@ def fn_slice(item: Any, *indexes: Any) -> Any:
     return part.decode("utf-8", "replace") if isinstance(item, str) else part
 
 
+# --- Ollama's functions -----------------------------------------------------------------------------
+
+_JSON_ESCAPES = {i: f"\\u{i:04x}" for i in (*range(32), ord("<"), ord(">"), ord("&"), 0x2028, 0x2029)} | {
+    ord(c): "\\" + e for c, e in zip('"\\\n\r\t\b\f', '"\\nrtbf')}
+
+
+def json_string(text: str) -> str:
+    """A string as Go's ``json.Marshal`` writes it (``<``, ``>``, ``&``, U+2028/9 escaped)."""
+    return '"' + text.translate(_JSON_ESCAPES) + '"'
+
+
+def go_json(value: Any) -> str:
+    """Go's ``json.Marshal``: maps with sorted keys, nil as ``null``, floats in shortest form (``e``
+    form below 1e-6 and from 1e21); a value's ``go_json()`` method wins."""
+    method = getattr(type(value), "go_json", None)
+    if method is not None:
+        return str(method(value))
+    if value is None or isinstance(value, bool):
+        return "null" if value is None else "true" if value else "false"
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            raise FuncError(f"json: unsupported value: {go_float(value)}")
+        if value == 0 or 1e-6 <= abs(value) < 1e21:
+            return format(Decimal(repr(value)).normalize(), "f")
+        return go_float(value).replace("e-0", "e-")
+    if isinstance(value, (int, str)):
+        return str(value) if isinstance(value, int) else json_string(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(go_json(v) for v in value) + "]"
+    if isinstance(value, Mapping):
+        items = sorted(((str(k), v) for k, v in value.items()), key=lambda kv: kv[0])
+        return "{" + ",".join(f"{json_string(k)}:{go_json(v)}" for k, v in items) + "}"
+    return json_string(format_value(value))
+
+
+def _json(value: Any) -> str:
+    try:
+        return go_json(value)
+    except FuncError:
+        return ""  # Ollama ignores json.Marshal's error
+
+
 FUNCS: dict[str, Callable[..., Any]] = {
     "not": lambda a: not truth(a), "len": fn_len, "index": fn_index, "slice": fn_slice,
     "eq": fn_eq, "ne": lambda a, b: not fn_eq(a, b), "lt": fn_lt, "le": fn_le,
     "gt": lambda a, b: not fn_le(a, b), "ge": lambda a, b: not fn_lt(a, b),
     "print": sprint, "printf": sprintf, "println": sprintln,
+    "json": _json,
+    "currentDate": lambda *_format: datetime.date.today().isoformat(),
+    "yesterdayDate": lambda *_format: (datetime.date.today() - datetime.timedelta(days=1)).isoformat(),
+    "toTypeScriptType": lambda v: v.to_typescript_type() if hasattr(type(v), "to_typescript_type") else "any",
 }

@@ -18,8 +18,9 @@ from slmctl.errors import InvalidModelFile
 
 SUPPORTED_HINT = (
     "slmctl supports this subset of Go text/template: {{ .Field }}, {{ $x := ... }} / {{ $x = ... }}, "
-    "if / else if / else, range / else, with / else, {{/* comments */}}, {{- -}} trim markers, pipes, "
-    "and the functions and, or, not, eq, ne, lt, le, gt, ge, len, index, slice, print, printf, println"
+    "if / else if / else, range / else (with break and continue), with / else, {{/* comments */}}, "
+    "{{- -}} trim markers, pipes, and the functions and, or, not, eq, ne, lt, le, gt, ge, len, index, "
+    "slice, print, printf, println and Ollama's json, currentDate, yesterdayDate, toTypeScriptType"
 )
 SYNTAX_HINT = ("fix the TEMPLATE in the Modelfile: actions are written {{ ... }} "
                "and every if, range and with ends with {{ end }}")

@@ -3,9 +3,10 @@
 Owns the node classes and every check that can be made before rendering, following Go's
 ``text/template/parse``: block structure (``if``/``with`` with ``else if``/``else with`` chains,
 ``range`` with ``else``, each closed by ``{{ end }}``), declared variables and their scopes, known
-functions and their number of arguments, and the rejection of what the subset leaves out
-(``define``, ``template``, ``block``, ``break``, ``continue``, method calls with arguments, unknown
-functions). Variables declared in a block body live until the end of that body, as in Go.
+functions and their number of arguments, ``{{ break }}`` / ``{{ continue }}`` only inside a ``range``
+body (not its ``else``), and the rejection of what the subset leaves out (``define``, ``template``,
+``block``, method calls with arguments, unknown functions). Variables declared in a block body live
+until the end of that body, as in Go.
 """
 
 from __future__ import annotations
@@ -103,7 +104,14 @@ class Range:
     else_body: list[Node] | None
 
 
-Node = Union[Text, Field, Variable, Chain, Literal, Ident, Pipe, Action, If, Range]
+@dataclass(slots=True)
+class Loop:
+    """``{{ break }}`` or ``{{ continue }}`` (``kind``) in a range body."""
+    pos: int
+    kind: str
+
+
+Node = Union[Text, Field, Variable, Chain, Literal, Ident, Pipe, Action, If, Range, Loop]
 
 
 def describe(node: Node) -> str:
@@ -131,6 +139,7 @@ class Parser:
         self.src, self.toks, self.i = src, tokens, 0
         self.vars: list[str] = ["$"]
         self.depth = 0
+        self.range_depth = 0
         self.fields: set[str] = set()
 
     def error(self, pos: int, reason: str, hint: str | None = None) -> TemplateError:
@@ -188,6 +197,12 @@ class Parser:
             elif word.value in ("if", "with", "range"):
                 self.next()
                 nodes.append(self.range_block(word) if word.value == "range" else self.if_block(word))
+            elif word.value in ("break", "continue"):
+                self.next()
+                self.expect_right(word.value)
+                if not self.range_depth:
+                    raise self.error(word.pos, f"{{{{ {word.value} }}}} outside of a range block")
+                nodes.append(Loop(word.pos, word.value))
             else:
                 raise self.error(word.pos, f"unsupported action '{word.value}'", SUPPORTED_HINT)
 
@@ -242,7 +257,9 @@ class Parser:
         self.enter(opener)
         mark = len(self.vars)
         pipe = self.pipeline("range", RIGHT)
+        self.range_depth += 1
         body, end = self.scoped_list(opener)
+        self.range_depth -= 1
         else_body = None
         if end.value == "else":
             chained = self.peek_ns()

@@ -1,0 +1,213 @@
+"""Runners: one worker owns one loaded model and feeds each request's chunks to whoever asked.
+
+Consumers never drive the runtime: a request becomes a :class:`Job` on the runner's queue, the worker
+generates it and pushes text chunks, then the statistics (or the error), to the job's :class:`Sink`.
+A slow reader therefore never holds the model, and a cancelled job (a closed generation, a client that
+went away) stops at the next token, or is skipped while still queued.
+
+:class:`ThreadRunner` keeps the model in this process (``run``, and inside a runner process);
+:class:`~slmctl.engine.process_runner.ProcessRunner` keeps it in a child process (``serve``). Both
+offer the same interface, :class:`Runner`. The worker runs one job at a time (``slots`` = 1); the
+batching loop of a later version plugs in here, serving several slots per step.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, fields
+from typing import Any, Protocol
+
+from slmctl.backends.base import GenerateRequest, Generation, LoadedInfo, LoadedModel, Stats
+from slmctl.errors import RunnerCrashed
+from slmctl.options import SamplingOptions
+
+#: The model methods a runner forwards besides generation (``call``).
+CALLS = frozenset({"embed", "tokenize", "detokenize", "prompt_text", "prompt_tokens", "unsupported"})
+
+
+class Sink(Protocol):
+    """Where a worker delivers one job's results."""
+
+    def chunk(self, text: str) -> None: ...
+
+    def done(self, stats: Stats) -> None: ...
+
+    def fail(self, error: BaseException) -> None: ...
+
+
+@dataclass
+class Job:
+    request: GenerateRequest
+    sink: Sink
+    cancel: threading.Event
+
+
+class Channel:
+    """A :class:`Sink` a consumer thread reads back as events, in order."""
+
+    def __init__(self) -> None:
+        self._events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+
+    def chunk(self, text: str) -> None:
+        self._events.put(("chunk", text))
+
+    def done(self, stats: Stats) -> None:
+        self._events.put(("done", stats))
+
+    def fail(self, error: BaseException) -> None:
+        self._events.put(("error", error))
+
+    def relay(self, stats: Stats, cancel: threading.Event) -> Iterator[str]:
+        """The chunks until the job ends; copies the worker's statistics into ``stats``."""
+        while True:
+            kind, value = self._events.get()
+            if kind == "chunk":
+                yield value
+            elif kind == "done":
+                for item in fields(Stats):
+                    if item.name != "total_duration":
+                        setattr(stats, item.name, getattr(value, item.name))
+                return
+            else:
+                raise value
+
+
+class Runner(ABC):
+    """One loaded model behind a queue. Safe to use from any thread."""
+
+    info: LoadedInfo
+
+    def __init__(self) -> None:
+        self._pending = 0
+        self._count_lock = threading.Lock()
+        #: Called (from a worker thread) each time the runner becomes idle.
+        self.on_idle: Callable[[], None] | None = None
+
+    @property
+    def pending(self) -> int:
+        """Requests queued or running."""
+        return self._pending
+
+    @property
+    @abstractmethod
+    def alive(self) -> bool:
+        """False once the runner stopped (closed, or its process died)."""
+
+    def hold(self) -> None:
+        """Count one more request (the scheduler holds one while it hands the runner out)."""
+        with self._count_lock:
+            self._pending += 1
+
+    def release(self) -> None:
+        with self._count_lock:
+            self._pending -= 1
+            idle = self._pending == 0
+        if idle and self.on_idle is not None:
+            self.on_idle()
+
+    @abstractmethod
+    def submit(self, request: GenerateRequest) -> Generation:
+        """Queue ``request``; the returned generation yields its chunks as the worker produces them."""
+
+    @abstractmethod
+    def call(self, method: str, *args: Any) -> Any:
+        """Run one of :data:`CALLS` on the model (embed, tokenize, ...) and return its result."""
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        return self.call("embed", texts)
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.call("tokenize", text)
+
+    def prompt_text(self, request: GenerateRequest) -> str:
+        return self.call("prompt_text", request)
+
+    def unsupported(self, options: SamplingOptions) -> list[str]:
+        return self.call("unsupported", options)
+
+    @abstractmethod
+    def close(self) -> None:
+        """Stop the worker and free the model (waits for the job in progress to notice)."""
+
+
+def run_job(model: LoadedModel, job: Job) -> None:
+    """Generate ``job`` on ``model``, delivering everything to its sink (never raises)."""
+    if job.cancel.is_set():
+        job.sink.done(Stats(done_reason="cancel"))
+        return
+    try:
+        generation = model.generate(job.request, job.cancel)
+        for chunk in generation:
+            job.sink.chunk(chunk)
+    except BaseException as error:  # noqa: BLE001 - every failure goes to the one waiting for it
+        job.sink.fail(error)
+        return
+    job.sink.done(generation.stats or Stats())
+
+
+class ThreadRunner(Runner):
+    """The model in this process, driven by one worker thread."""
+
+    def __init__(self, model: LoadedModel, *, name: str = "model") -> None:
+        super().__init__()
+        self.model = model
+        self.info = model.info
+        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        self._closed = False
+        self._worker = threading.Thread(target=self._work, name=f"runner:{name}", daemon=True)
+        self._worker.start()
+
+    @property
+    def alive(self) -> bool:
+        return not self._closed
+
+    def start(self, request: GenerateRequest, sink: Sink, cancel: threading.Event) -> None:
+        """Queue one job whose results go to ``sink``."""
+        if self._closed:
+            raise RunnerCrashed("this model was unloaded", "try again: the next request loads it")
+        self.hold()
+        self._jobs.put(Job(request, sink, cancel))
+
+    def submit(self, request: GenerateRequest) -> Generation:
+        channel, cancel = Channel(), threading.Event()
+        submitted = time.perf_counter_ns()
+        self.start(request, channel, cancel)
+        return Generation(channel.relay, cancel=cancel, submitted_ns=submitted)
+
+    def call(self, method: str, *args: Any) -> Any:
+        if method not in CALLS:
+            raise ValueError(f"not a runner call: {method}")
+        self.hold()
+        try:
+            return getattr(self.model, method)(*args)
+        finally:
+            self.release()
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            try:
+                run_job(self.model, job)
+            finally:
+                self.release()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._jobs.put(None)
+        if threading.current_thread() is not self._worker:
+            self._worker.join()
+        self.model.close()
+
+
+_ids = itertools.count(1)
+
+
+def next_id() -> int:
+    """A process-wide unique job id."""
+    return next(_ids)

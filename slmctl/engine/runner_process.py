@@ -1,0 +1,104 @@
+"""The child side of a runner process: ``python -m slmctl.engine.runner_process FD``.
+
+It loads one :class:`~slmctl.engine.loader.LoadPlan`, then serves the parent's messages (the
+vocabulary is documented in :mod:`slmctl.engine.process_runner`) with a
+:class:`~slmctl.engine.runner.ThreadRunner`: the main thread reads messages and sets cancel events, the
+runner's worker generates, and other calls (embed, tokenize) run on a small thread pool. It exits when
+the parent says ``close`` or goes away (the socket closes), so a runner never outlives its server.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import Connection
+from typing import Any
+
+from slmctl.backends.base import Stats
+from slmctl.engine.loader import load_plan
+from slmctl.engine.process_runner import encode_error
+from slmctl.engine.runner import ThreadRunner
+
+
+class PipeSink:
+    """Delivers one job's results to the parent."""
+
+    def __init__(self, send: Any, ident: int, cancels: dict[int, threading.Event]) -> None:
+        self._send, self._id, self._cancels = send, ident, cancels
+
+    def chunk(self, text: str) -> None:
+        self._send(("chunk", self._id, text))
+
+    def done(self, stats: Stats) -> None:
+        self._cancels.pop(self._id, None)
+        self._send(("done", self._id, stats))
+
+    def fail(self, error: BaseException) -> None:
+        self._cancels.pop(self._id, None)
+        self._send(("error", self._id, encode_error(error)))
+
+
+def serve(conn: Connection) -> None:
+    lock = threading.Lock()
+
+    def send(message: tuple[Any, ...]) -> None:
+        with lock:
+            conn.send(message)
+
+    _, plan = conn.recv()
+    try:
+        model = load_plan(plan)
+    except BaseException as error:  # noqa: BLE001 - reported to the parent, which raises it
+        send(("failed", encode_error(error)))
+        return
+    send(("loaded", model.info))
+    runner = ThreadRunner(model, name=plan.model)
+    cancels: dict[int, threading.Event] = {}
+    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="runner-call")
+
+    def call(ident: int, method: str, args: tuple[Any, ...]) -> None:
+        try:
+            send(("result", ident, runner.call(method, *args)))
+        except BaseException as error:  # noqa: BLE001
+            send(("call_error", ident, encode_error(error)))
+
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            break
+        kind = message[0]
+        if kind == "generate":
+            ident, request = message[1], message[2]
+            cancels[ident] = event = threading.Event()
+            runner.start(request, PipeSink(send, ident, cancels), event)
+        elif kind == "cancel":
+            event = cancels.get(message[1])
+            if event is not None:
+                event.set()
+        elif kind == "call":
+            pool.submit(call, message[1], message[2], message[3])
+        elif kind == "close":
+            break
+    for event in list(cancels.values()):
+        event.set()
+    runner.close()
+    pool.shutdown(wait=False)
+
+
+def main(argv: list[str]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the server, which stops its runners
+    conn = Connection(int(argv[0]))
+    try:
+        serve(conn)
+    finally:
+        conn.close()
+    sys.stdout.flush()
+    os._exit(0)  # skip interpreter teardown: native runtimes sometimes crash in their destructors
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

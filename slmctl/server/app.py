@@ -1,0 +1,147 @@
+"""The FastAPI application, its lifespan, and the uvicorn server that runs it.
+
+Start-up builds the engine and a scheduler with runner processes, then loads the ``--preload`` models
+in the background (``/readyz`` says when they are in). SIGTERM/SIGINT: new requests get 503, requests
+in flight get ``grace`` seconds to finish, the runners stop, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from slmctl import __version__
+from slmctl.engine import Engine, Scheduler, SchedulerSettings
+from slmctl.server import errors, health, ollama_models, ollama_routes
+from slmctl.server.config import ServeConfig
+from slmctl.server.serving import Serving
+from slmctl.settings import Settings
+
+log = logging.getLogger("slmctl.server")
+#: Paths that answer while the server drains (probes must see it).
+_ALWAYS = ("/api/health", "/livez", "/readyz")
+
+
+class Draining:
+    """ASGI middleware: count requests in flight; once draining, refuse new ones with 503."""
+
+    def __init__(self, app: Any, state: Any) -> None:
+        self.app, self.state = app, state
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if self.state.draining and not scope["path"].startswith(_ALWAYS):
+            response = errors.error_response(503, "the server is shutting down", {"Retry-After": "5"})
+            await response(scope, receive, send)
+            return
+        self.state.in_flight += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.state.in_flight -= 1
+
+
+async def _preload(app: FastAPI) -> None:
+    serving: Serving = app.state.serving
+    for name in app.state.preload:
+        try:
+            target = await serving.run(serving.target, name, None, None)
+            await serving.load(target)
+            app.state.preloaded.add(name)
+            log.info("preloaded %s", name)
+        except Exception as error:  # noqa: BLE001 - reported by /readyz and the log
+            app.state.preload_errors[name] = str(error)
+            log.error("could not preload %s: %s", name, error)
+
+
+def create_app(config: ServeConfig, settings: Settings, env: Mapping[str, str], *,
+               engine: Engine | None = None) -> FastAPI:
+    engine = engine or Engine(_store(settings))
+    scheduler = Scheduler(SchedulerSettings(keep_alive=config.keep_alive, max_loaded=config.max_loaded,
+                                            parallel=config.parallel, max_queue=config.queue,
+                                            isolate=config.isolate))
+    serving = Serving(engine, scheduler, config, settings, env)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        log.info("slmctl %s serving on %s:%d (store: %s)", __version__, config.host, config.port,
+                 settings.models_dir)
+        preload = asyncio.create_task(_preload(app))
+        try:
+            yield
+        finally:
+            app.state.draining = True
+            preload.cancel()
+            await asyncio.get_running_loop().run_in_executor(None, scheduler.close)
+            serving.close()
+            log.info("stopped")
+
+    app = FastAPI(title="slmctl", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.serving = serving
+    app.state.draining = False
+    app.state.in_flight = 0
+    app.state.preload = list(config.preload)
+    app.state.preloaded = set()
+    app.state.preload_errors = {}
+    errors.install(app)
+    for router in (health.router, ollama_routes.router, ollama_models.router):
+        app.include_router(router)
+    app.add_middleware(errors.AssumeJson)
+    app.add_middleware(errors.BodyLimit, limit=config.max_body, exempt=("/api/blobs/",))
+    app.add_middleware(Draining, state=app.state)
+    return app
+
+
+def _store(settings: Settings) -> Any:
+    from slmctl.store import ModelStore
+
+    return ModelStore(settings.models_dir)
+
+
+def serve(config: ServeConfig, settings: Settings, env: Mapping[str, str], *, log_level: str = "info") -> None:
+    """Run the server until SIGTERM/SIGINT; returns normally after a graceful stop."""
+    import uvicorn
+
+    app = create_app(config, settings, env)
+    uv_config = uvicorn.Config(app, host=config.host, port=config.port, log_level=log_level,
+                               timeout_graceful_shutdown=max(1, int(config.grace)), lifespan="on",
+                               server_header=False)
+    _graceful_server(uv_config, app).run()
+
+
+def _graceful_server(config: Any, app: FastAPI) -> Any:
+    """uvicorn's server, with signal handling that drains and exits 0 (uvicorn re-raises the signal)."""
+    import uvicorn
+
+    class GracefulServer(uvicorn.Server):
+        @contextmanager
+        def capture_signals(self) -> Any:
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+
+            def stop(sig: int, _frame: Any) -> None:
+                if app.state.draining and sig == signal.SIGINT:
+                    self.force_exit = True  # a second Ctrl-C: stop waiting
+                app.state.draining = True
+                log.info("received %s: draining (up to %ss)", signal.Signals(sig).name,
+                         config.timeout_graceful_shutdown)
+                self.should_exit = True
+
+            previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return GracefulServer(config)

@@ -1,0 +1,118 @@
+"""Errors at the HTTP edge: the exception hierarchy's ``http_status`` in each API's error shape.
+
+Ollama's shape is ``{"error": "message"}``. A body that is not JSON, or a field of the wrong type, is
+a 400 (never FastAPI's 422); a full queue is a 503 with ``Retry-After``; anything unexpected is a 500
+with the cause logged. A body over the size limit is refused with 413 before it is read.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slmctl.errors import RequestTooLarge, ServerBusy, SlmctlError
+from slmctl.server.streaming import error_message
+
+log = logging.getLogger("slmctl.server")
+
+
+def validation_message(errors: list[dict[str, Any]]) -> str:
+    """One line naming the first bad field and what is wrong with it."""
+    if not errors:
+        return "invalid request"
+    first = errors[0]
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    if first.get("type") == "json_invalid":
+        return f"invalid JSON in the request body: {first.get('ctx', {}).get('error', first.get('msg'))}"
+    where = ".".join(loc) if loc else "body"
+    if first.get("type") == "missing":
+        return f"missing field '{where}'"
+    return f"invalid value for '{where}': {first.get('msg')}"
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Any:
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def response_for(error: BaseException) -> Any:
+    """The HTTP answer for ``error`` (used by the handlers and by routes that catch before streaming)."""
+    if isinstance(error, SlmctlError):
+        headers = {"Retry-After": str(error.retry_after)} if isinstance(error, ServerBusy) else None
+        if error.http_status >= 500:
+            log.error("%s: %s", type(error).__name__, error.message)
+        return error_response(error.http_status, error_message(error), headers)
+    log.error("unexpected error", exc_info=error)
+    return error_response(500, error_message(error))
+
+
+def install(app: Any) -> None:
+    """Register the handlers on a FastAPI app."""
+    from fastapi.exceptions import RequestValidationError
+    from starlette.exceptions import HTTPException
+
+    @app.exception_handler(SlmctlError)
+    async def _slmctl(_request: Any, error: SlmctlError) -> Any:
+        return response_for(error)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Any, error: RequestValidationError) -> Any:
+        return error_response(400, validation_message(list(error.errors())))
+
+    @app.exception_handler(HTTPException)
+    async def _http(_request: Any, error: HTTPException) -> Any:
+        message = {404: "not found", 405: "method not allowed"}.get(error.status_code, str(error.detail))
+        return error_response(error.status_code, message, getattr(error, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_request: Any, error: Exception) -> Any:
+        return response_for(error)
+
+
+class BodyLimit:
+    """ASGI middleware: refuse bodies over ``limit`` bytes with 413 (``exempt`` path prefixes aside)."""
+
+    def __init__(self, app: Any, limit: int, exempt: tuple[str, ...] = ()) -> None:
+        self.app, self.limit, self.exempt = app, limit, exempt
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(self.exempt):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.limit:
+            await self._refuse(scope, receive, send)
+            return
+        seen = 0
+
+        async def counting_receive() -> dict[str, Any]:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise RequestTooLarge(f"the request body is over {self.limit} bytes")
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+    async def _refuse(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        response = error_response(413, f"the request body is over the limit of {self.limit} bytes")
+        await response(scope, receive, send)
+
+
+class AssumeJson:
+    """ASGI middleware: Ollama reads every API body as JSON whatever its Content-Type (``curl -d`` sends
+    ``application/x-www-form-urlencoded``); so do we, for paths under ``prefix``."""
+
+    def __init__(self, app: Any, prefix: str = "/api/", exempt: tuple[str, ...] = ("/api/blobs/",)) -> None:
+        self.app, self.prefix, self.exempt = app, prefix, exempt
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(self.prefix) \
+                and not scope["path"].startswith(self.exempt):
+            headers = [(k, v) for k, v in scope.get("headers") or [] if k != b"content-type"]
+            scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
+        await self.app(scope, receive, send)

@@ -1,0 +1,203 @@
+"""The protocol-neutral serving layer: from an API request to the scheduler and back.
+
+Routes (Ollama's now, OpenAI's later) parse their bodies, then call this layer to resolve the model,
+merge options through the one options table, build the generation request exactly as ``run`` does
+(:func:`slmctl.chat.build_request`), fit a conversation in the context, and start the generation on the
+scheduler. Blocking work (loading a model, embedding, tokenizing) runs on a thread pool, never on the
+event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from slmctl.backends.base import ChatMessage, GenerateRequest
+from slmctl.chat import build_request, fit_conversation
+from slmctl.engine import Engine, LoadPlan, ModelDefaults, Scheduler
+from slmctl.errors import ContextOverflow, ModelNotFound, UsageError
+from slmctl.names import parse_model_ref
+from slmctl.options import ALL_KEYS, ALIASES, LoadOptions, SamplingOptions, build_options
+from slmctl.server.config import ServeConfig
+from slmctl.server.streaming import Relay
+from slmctl.settings import Settings
+from slmctl.store import Manifest
+from slmctl.units import parse_duration
+
+log = logging.getLogger("slmctl.server")
+T = TypeVar("T")
+Default = str  # the scheduler's "default" keep-alive marker
+
+
+@dataclass
+class Target:
+    """A resolved model and the options a request runs it with."""
+
+    manifest: Manifest
+    defaults: ModelDefaults
+    plan: LoadPlan
+    sampling: SamplingOptions
+    keep_alive: float | None | Default
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest.ref)
+
+
+class Serving:
+    """What every API route needs: the store, the engine, the scheduler and a thread pool."""
+
+    def __init__(self, engine: Engine, scheduler: Scheduler, config: ServeConfig, settings: Settings,
+                 env: Mapping[str, str]) -> None:
+        self.engine = engine
+        self.scheduler = scheduler
+        self.config = config
+        self.settings = settings
+        self.env = env
+        self._pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="serve")
+
+    async def run(self, func: Callable[..., T], *args: Any) -> T:
+        """Run blocking ``func`` on the pool."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, lambda: func(*args))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- resolving ------------------------------------------------------------------------------
+    def manifest(self, name: str) -> Manifest:
+        try:
+            return self.engine.store.get(parse_model_ref(name))
+        except ModelNotFound:
+            raise ModelNotFound(f"model '{name}' not found", "pull it first: POST /api/pull") from None
+
+    @staticmethod
+    def keep_alive(value: Any) -> float | None | Default:
+        if value is None or value == "":
+            return "default"
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            raise UsageError(f"invalid keep_alive: {exc}") from None
+
+    def options(self, defaults: ModelDefaults, api_options: Mapping[str, Any] | None
+                ) -> tuple[LoadOptions, SamplingOptions]:
+        """Model PARAMETERs < request options. Options the table does not know are ignored (as Ollama
+        does, with a log line); a known option with a bad value is a 400."""
+        known: dict[str, Any] = {}
+        for key, value in (api_options or {}).items():
+            name = ALIASES.get(key.lower(), key.lower())
+            if name not in ALL_KEYS:
+                log.warning("ignoring unknown option %r", key)
+                continue
+            known[name] = [value] if name == "stop" and isinstance(value, str) else value
+        base: dict[str, Any] = {"flash_attn": True} if self.config.flash_attention else {}
+        return build_options(base, defaults.params, known)
+
+    def target(self, name: str, api_options: Mapping[str, Any] | None, keep_alive: Any, *,
+               embedding: bool = False) -> Target:
+        manifest = self.manifest(name)
+        defaults = self.engine.defaults(manifest)
+        load, sampling = self.options(defaults, api_options)
+        plan = self.engine.plan(manifest, load, embedding=embedding)
+        return Target(manifest, defaults, plan, sampling, self.keep_alive(keep_alive))
+
+    # -- model lifetime -------------------------------------------------------------------------
+    async def load(self, target: Target) -> None:
+        runner = await self.run(self.scheduler.runner, target.plan, target.keep_alive)
+        runner.release()
+
+    async def unload(self, target: Target) -> None:
+        await self.run(self.scheduler.expire, target.plan.model)
+
+    # -- generation -----------------------------------------------------------------------------
+    def conversation(self, target: Target, messages: Sequence[ChatMessage], *, replay: bool = True
+                     ) -> list[ChatMessage]:
+        """The model's system prompt (when the request brings none) and MESSAGE replay, then ``messages``."""
+        from slmctl.engine import compose_system
+
+        out: list[ChatMessage] = []
+        if not any(m.role == "system" for m in messages):
+            system = compose_system(target.defaults.system, target.defaults.documents)
+            if system:
+                out.append(ChatMessage("system", system))
+        if replay:
+            out += target.defaults.messages
+        return out + list(messages)
+
+    def request(self, target: Target, messages: Sequence[ChatMessage], *, json_format: Any = None,
+                template: str | None = None, tools: list[dict[str, Any]] | None = None) -> GenerateRequest:
+        return build_request(target.defaults, messages, target.sampling, json_format=json_format,
+                             template=template, tools=tools)
+
+    async def fit(self, target: Target, messages: list[ChatMessage], make: Callable[[list[ChatMessage]], GenerateRequest],
+                  *, truncate: bool) -> GenerateRequest:
+        """The request for ``messages``, dropping the oldest turns when it would overflow the context and
+        ``truncate`` allows (system messages and the last message are kept); else a 400 naming both sizes."""
+        runner = await self.run(self.scheduler.runner, target.plan, target.keep_alive)
+        try:
+            context = runner.info.context_length
+
+            def count(candidate: list[ChatMessage]) -> int:
+                return len(runner.call("prompt_tokens", make(candidate)))
+
+            kept, size = await self.run(fit_conversation, messages, count, context if truncate else None)
+            if size >= context:
+                raise ContextOverflow(f"the prompt is {size} tokens but the context holds {context}",
+                                      "shorten the input, raise options.num_ctx, or allow truncate")
+            if len(kept) < len(messages):
+                log.info("%s: dropped %d older message(s) to fit the context of %d tokens",
+                         target.name, len(messages) - len(kept), context)
+            return make(kept)
+        finally:
+            runner.release()
+
+    async def fit_prompt(self, target: Target, request: GenerateRequest, *, truncate: bool) -> GenerateRequest:
+        """A raw prompt over the context: keep its end (``truncate``) or refuse it with both sizes."""
+        runner = await self.run(self.scheduler.runner, target.plan, target.keep_alive)
+        try:
+            context = runner.info.context_length
+            tokens = await self.run(runner.call, "prompt_tokens", request)
+            if len(tokens) < context:
+                return request
+            if not truncate:
+                raise ContextOverflow(f"the prompt is {len(tokens)} tokens but the context holds {context}",
+                                      "shorten the prompt, raise options.num_ctx, or allow truncate")
+            room = target.sampling.num_predict if 0 < target.sampling.num_predict < context // 2 else context // 4
+            keep = max(1, context - 1 - room)
+            log.info("%s: prompt of %d tokens cut to its last %d", target.name, len(tokens), keep)
+            return GenerateRequest(request.options, tokens=tuple(tokens[-keep:]), json_format=request.json_format)
+        finally:
+            runner.release()
+
+    async def generate(self, target: Target, request: GenerateRequest) -> Relay:
+        """Start ``request``; the relay yields its chunks (errors before the first one are raised here
+        by the caller's first read)."""
+        generation = await self.run(self.scheduler.generate, target.plan, request, target.keep_alive)
+        return Relay(generation)
+
+    async def embed(self, target: Target, texts: list[str], *, truncate: bool) -> tuple[list[list[float]], int]:
+        """One vector per text, and the number of tokens read. Inputs over the context are cut to it
+        (``truncate``) or refused with their size."""
+        runner = await self.run(self.scheduler.runner, target.plan, target.keep_alive)
+        try:
+            context = runner.info.context_length
+
+            def fit() -> tuple[list[str], int]:
+                tokens = [runner.tokenize(t) for t in texts]
+                too_long = [(i, len(t)) for i, t in enumerate(tokens) if context and len(t) > context]
+                if too_long and not truncate:
+                    index, size = too_long[0]
+                    raise ContextOverflow(f"input {index} is {size} tokens but the context holds {context}",
+                                          "shorten the input, or allow truncate")
+                fitted = [runner.call("detokenize", t[:context]) if context and len(t) > context else text
+                          for text, t in zip(texts, tokens)]
+                return fitted, sum(min(len(t), context or len(t)) for t in tokens)
+
+            fitted, count = await self.run(fit)
+            return await self.run(runner.embed, fitted), count
+        finally:
+            runner.release()

@@ -1,0 +1,1 @@
+"""The JSON shapes slmctl speaks: what the CLI's ``--json`` prints and what the APIs answer."""
