@@ -127,12 +127,6 @@ class ServerBusy(SlmctlError):
         self.retry_after = retry_after
 
 
-class RequestTooLarge(UsageError):
-    """A request body over the server's size limit."""
-
-    http_status = 413
-
-
 class ServerNotRunning(NetworkError):
     """A command that talks to ``slmctl serve`` found no server at the address."""
 

@@ -4,14 +4,14 @@ A name is a catalog alias (the variant for this machine is chosen from the usabl
 ``quant`` and ``device`` narrow it) or a source reference (``hf.co/...``, ``hf://...``, ``ollama://...``,
 ``https://...``). Every file is downloaded to a stable path in the store's ``tmp/`` (so a killed pull
 resumes), verified, validated as a model, and committed as one manifest. A lock per model name makes
-two pulls of one model share the work. Events look like Ollama's ``/api/pull`` stream.
+two pulls of one model share the work. Events (:mod:`slmctl.events`) look like Ollama's ``/api/pull``
+stream.
 """
 
 from __future__ import annotations
 
 import difflib
 import hashlib
-import json
 import os
 import shutil
 import time
@@ -24,15 +24,15 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from slmctl.errors import InvalidModelFile, ModelNotFound, NetworkError, UsageError
+from slmctl.events import Event, OnEvent
 from slmctl.names import ModelRef, parse_model_ref
 from slmctl.settings import Settings
 from slmctl.sources.refs import HfPathRef, HfRepoRef, OllamaRef, SourceRef, parse_source
 from slmctl.store import FileEntry, Layer, Manifest, ModelDetails, ModelStore, SourceInfo, StagedBlob
 from slmctl.store.blobs import STAGE_PREFIX
+from slmctl.store.layers import LAYER_ORDER, MEDIA_TYPES, encode_params_text, encode_text
 from slmctl.store.store import PULL_PREFIX
 
-Event = dict[str, Any]
-OnEvent = Callable[[Event], None]
 _CLEAN = str.maketrans({c: "-" for c in " :@+=()[],"})
 PROGRESS_EVERY_S = 0.25
 
@@ -250,19 +250,17 @@ def _validate(store: ModelStore, fmt: str, files: list[FileEntry], staged: list[
 
 
 def _layers(store: ModelStore, texts: Mapping[str, list[str]], staged: list[StagedBlob]) -> list[Layer]:
-    """Modelfile layers a source ships (Ollama registry), as manifest layers."""
-    from slmctl.modelfile.create import LAYER_ORDER, MEDIA_TYPES
-
+    """Modelfile layers a source ships (Ollama registry), as manifest layers (params re-encoded canonically)."""
     layers = []
     for kind in LAYER_ORDER:
         for text in texts.get(kind, []):
-            data = text.encode("utf-8")
             if kind == "params":
                 try:
-                    data = json.dumps(json.loads(text), sort_keys=True, ensure_ascii=False,
-                                      separators=(",", ":")).encode("utf-8")
+                    data = encode_params_text(text)
                 except ValueError as exc:
                     raise InvalidModelFile(f"the source's parameters are not JSON: {exc}") from exc
+            else:
+                data = encode_text(text)
             blob = store.stage_bytes(data)
             staged.append(blob)
             layers.append(Layer(kind=kind, digest=blob.digest, size=blob.size, media_type=MEDIA_TYPES[kind]))
@@ -313,4 +311,4 @@ def plain_progress(write: Callable[[str], None], every_s: float = 2.0) -> OnEven
     return handle
 
 
-__all__ = ["Plan", "ensure_model", "local_name", "plain_progress", "plan", "pull"]
+__all__ = ["Event", "OnEvent", "Plan", "ensure_model", "local_name", "plain_progress", "plan", "pull"]

@@ -66,7 +66,8 @@ class Served:
         raise RuntimeError(f"slmctl serve did not start:\n{self.log()}")
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def runner_pids(self) -> list[int]:

@@ -69,17 +69,7 @@ def stats_lines(stats: Any) -> list[str]:
 
 
 def result_object(model: str, response: str, stats: Any) -> dict[str, Any]:
-    """The ``run --json`` object (durations in nanoseconds, as Ollama's API)."""
-    return {
-        "model": model,
-        "created_at": datetime.now(timezone.utc).isoformat(),
-        "response": response,
-        "done": True,
-        "done_reason": stats.done_reason,
-        "total_duration": stats.total_duration,
-        "load_duration": stats.load_duration,
-        "prompt_eval_count": stats.prompt_eval_count,
-        "prompt_eval_duration": stats.prompt_eval_duration,
-        "eval_count": stats.eval_count,
-        "eval_duration": stats.eval_duration,
-    }
+    """The ``run --json`` object: the last object of Ollama's ``/api/generate``, as ``serve`` answers it."""
+    from slmctl.wire.ollama import generate_final
+
+    return generate_final(model, stats, response)

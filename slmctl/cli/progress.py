@@ -11,7 +11,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO, Any
 
-from slmctl.pull import Event, OnEvent, plain_progress
+from slmctl.events import Event, OnEvent
+from slmctl.pull import plain_progress
 
 __all__ = ["RichProgress", "plain_lines", "pull_progress"]
 

@@ -22,7 +22,8 @@ COMMAND = {
 }
 
 #: ``--config`` file keys (a JSON object) -> ServeConfig fields.
-CONFIG_KEYS = ("host", "keep_alive", "max_loaded", "parallel", "queue", "preload", "flash_attention", "grace")
+CONFIG_KEYS = ("host", "keep_alive", "max_loaded", "parallel", "queue", "preload", "flash_attention", "grace",
+               "max_body")
 
 
 def command(
@@ -41,13 +42,16 @@ def command(
     preload: list[str] = typer.Option([], "--preload", help="Load MODEL at start-up; repeatable."),
     config: Optional[Path] = typer.Option(None, "--config", help="A JSON file with any of: " + ", ".join(CONFIG_KEYS)
                                           + " (flags and environment win).", show_default=False),
+    max_body: Optional[int] = typer.Option(None, "--max-body", min=1, help="Largest request body in bytes; larger "
+                                           "ones get 413 (blob uploads excepted) [default: 64 MiB].",
+                                           show_default=False),
     grace: Optional[float] = typer.Option(None, "--grace", help="Seconds in-flight requests get to finish on "
                                           "SIGTERM/SIGINT [default: 30].", show_default=False),
 ) -> None:
     from slmctl.server.app import serve
 
     flags = {"host": host, "keep_alive": keep_alive, "max_loaded": max_loaded, "parallel": parallel,
-             "queue": queue, "preload": preload or None, "grace": grace}
+             "queue": queue, "preload": preload or None, "grace": grace, "max_body": max_body}
     settings = ctx.obj.settings
     serve_config = resolve(flags, os.environ, config)
     _configure_logging(settings.debug)
@@ -58,13 +62,13 @@ def resolve(flags: dict[str, Any], env: Any, config_file: Path | None) -> Any:
     """Flags > environment (``SLMCTL_*``, then ``OLLAMA_*``) > config file > defaults."""
     from slmctl.errors import UsageError
     from slmctl.server.config import ServeConfig
-    from slmctl.settings import env_flag, serve_env, split_host
+    from slmctl.settings import SERVE_ENV, env_flag, serve_env, split_host
     from slmctl.units import parse_duration
 
     path = config_file or (Path(serve_env(env, "config")) if serve_env(env, "config") else None)
     values: dict[str, Any] = _read_config(path) if path else {}
     for key in CONFIG_KEYS:
-        raw = serve_env(env, key) if key != "grace" else None
+        raw = serve_env(env, key) if key in SERVE_ENV else None
         if raw is not None:
             values[key] = raw.split(",") if key == "preload" else raw
         if flags.get(key) is not None:
@@ -75,11 +79,11 @@ def resolve(flags: dict[str, Any], env: Any, config_file: Path | None) -> Any:
         address, port = split_host(values.pop("host", None))
         if "keep_alive" in values:
             values["keep_alive"] = parse_duration(values["keep_alive"])
-        for key in ("max_loaded", "parallel", "queue"):
+        for key in ("max_loaded", "parallel", "queue", "max_body"):
             if key in values:
                 values[key] = int(values[key])
-                if values[key] < (0 if key == "queue" else 1):
-                    raise ValueError(f"{key} must be at least {0 if key == 'queue' else 1}")
+                if values[key] < (0 if key in ("queue", "max_loaded") else 1):
+                    raise ValueError(f"{key} must be at least {0 if key in ('queue', 'max_loaded') else 1}")
         if values.get("max_loaded") == 0:
             values.pop("max_loaded")
         if "grace" in values:

@@ -8,7 +8,6 @@ in this process (``run``) or in a runner process (``serve``) through the backend
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,10 +16,10 @@ from typing import Any
 from slmctl.backends.base import ChatMessage, LoadedModel
 from slmctl.backends.registry import BackendRegistry
 from slmctl.devices import DEFAULT_PREFERENCE, select_device
-from slmctl.errors import InvalidModelFile
 from slmctl.names import parse_model_ref
 from slmctl.options import LoadOptions
 from slmctl.store import Manifest, ModelStore
+from slmctl.store.layers import TEXT_KINDS, LayerValues, damaged_layer, decode_layers
 
 def compose_system(system: str | None, documents: Sequence[tuple[str, str]]) -> str | None:
     """The system context: the system prompt followed by the knowledge documents (FILE)."""
@@ -40,6 +39,13 @@ class ModelDefaults:
     license: tuple[str, ...] = ()
     #: Knowledge documents (name, text) from FILE instructions, added to the system context.
     documents: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def from_layers(cls, values: LayerValues) -> ModelDefaults:
+        """The defaults that decoded layers (:func:`slmctl.store.layers.decode_layers`) give."""
+        return cls(params=values.params, system=values.system, template=values.template,
+                   messages=tuple(ChatMessage(role, content) for role, content in values.messages),
+                   license=values.licenses, documents=values.documents)
 
 
 @dataclass(frozen=True)
@@ -106,24 +112,17 @@ class Engine:
         return self.store.get(parse_model_ref(name))
 
     def _layer_text(self, manifest: Manifest, kind: str) -> list[str]:
+        """The texts of ``manifest``'s layers of ``kind``, in manifest order (UnicodeDecodeError: damaged)."""
         return [self.store.blob_path(layer.digest).read_text(encoding="utf-8")
                 for layer in manifest.layers if layer.kind == kind]
 
     def defaults(self, manifest: Manifest) -> ModelDefaults:
-        """Parameters, system prompt, template, messages and licenses stored with the model."""
+        """Parameters, system prompt, template, messages, licenses and documents stored with the model."""
         try:
-            params = {k: v for text in self._layer_text(manifest, "params") for k, v in json.loads(text).items()}
-            messages = tuple(ChatMessage(m["role"], m["content"])
-                             for text in self._layer_text(manifest, "messages") for m in json.loads(text))
-            documents = tuple((d["name"], d["text"]) for d in map(json.loads, self._layer_text(manifest, "file")))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise InvalidModelFile(f"model '{manifest.ref}' has a damaged layer: {exc}",
-                                   "run 'slmctl verify' or create the model again") from exc
-        systems = self._layer_text(manifest, "system")
-        templates = self._layer_text(manifest, "template")
-        return ModelDefaults(params=params, system=systems[-1] if systems else None,
-                             template=templates[-1] if templates else None, messages=messages,
-                             license=tuple(self._layer_text(manifest, "license")), documents=documents)
+            texts = {kind: self._layer_text(manifest, kind) for kind in TEXT_KINDS}
+        except UnicodeDecodeError as exc:
+            raise damaged_layer(str(manifest.ref), exc) from exc
+        return ModelDefaults.from_layers(decode_layers(texts, model=str(manifest.ref)))
 
     def load_options_for(self, manifest: Manifest, options: LoadOptions) -> LoadOptions:
         """Cap the context at what the model was trained for (0 = the model's own)."""

@@ -2,39 +2,44 @@
 
 FROM resolves to a ``.gguf`` file / ONNX folder relative to the Modelfile's folder, or to a stored
 model (whose layers are inherited). A catalog alias or a source reference (``hf.co/...``, ``hf://...``,
-``ollama://...``, ``https://....gguf``) that is not stored is pulled first, as ``run`` does
-(:func:`slmctl.pull.ensure_model`); the pulled base stays in the store as a model of its own, and the
-pull's progress events go to the caller's callback. The new manifest shares the base's blobs and stores
-each layer (template, system, params, messages, license, knowledge files, adapter) as a blob; the same
-Modelfile gives the same digest on every machine. Everything is staged first and committed at once, so
-a failed create leaves nothing behind.
+``ollama://...``, ``https://....gguf``) that is not stored is pulled first, as ``run`` does, through the
+pull function the caller's :class:`BasePull` carries (by default :func:`slmctl.pull.ensure_model`,
+imported only when a base is pulled: this module does not import the pull service); the pulled base
+stays in the store as a model of its own, and the pull's progress events go to the caller's callback.
+The new manifest shares the base's blobs and stores each layer (template, system, params, messages,
+license, knowledge files, adapter) as a blob, encoded by :mod:`slmctl.store.layers`; the same Modelfile
+gives the same digest on every machine. Everything is staged first and committed at once, so a failed
+create leaves nothing behind.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 from slmctl.engine import Engine, compose_system
 from slmctl.errors import InvalidModelFile, UsageError
+from slmctl.events import OnEvent
 from slmctl.importer import prepare_path
 from slmctl.modelfile.documents import read_document
 from slmctl.modelfile.model import Modelfile
 from slmctl.modelfile.parser import parse_modelfile
 from slmctl.names import parse_model_ref
 from slmctl.options import build_options
-from slmctl.pull import OnEvent, ensure_model
 from slmctl.settings import Settings
 from slmctl.sources.refs import parse_source
-from slmctl.store import FileEntry, Layer, Manifest, ModelDetails, SourceInfo, StagedBlob
-
-MEDIA_TYPES = {kind: f"application/vnd.slmctl.{kind}" for kind in
-               ("template", "system", "params", "messages", "license", "file", "adapter")}
-#: Layer order in a manifest (fixed, so equal Modelfiles give equal digests).
-LAYER_ORDER = ("template", "system", "params", "messages", "license", "file", "adapter")
+from slmctl.store import FileEntry, Layer, Manifest, ModelDetails, ModelStore, SourceInfo, StagedBlob
+from slmctl.store.layers import (
+    LAYER_ORDER,
+    MEDIA_TYPES,
+    decode_layers,
+    encode_file,
+    encode_messages,
+    encode_params,
+    encode_text,
+)
 
 #: Tokens a system context must leave free in the context window for the conversation itself.
 CONVERSATION_ROOM = 128
@@ -73,16 +78,33 @@ def read_modelfile(path: Path) -> Modelfile:
     return parse_modelfile(text, filename=str(path))
 
 
+class EnsureModel(Protocol):
+    """Pulls ``name`` into ``store`` unless it is stored; returns its manifest (:func:`slmctl.pull.ensure_model`)."""
+
+    def __call__(self, store: ModelStore, settings: Settings, name: str, *, env: Mapping[str, str],
+                 on_event: OnEvent | None = None, insecure: bool = False) -> Manifest: ...
+
+
+def _ensure_model(store: ModelStore, settings: Settings, name: str, *, env: Mapping[str, str],
+                  on_event: OnEvent | None = None, insecure: bool = False) -> Manifest:
+    """The default :class:`EnsureModel`: the pull service's, imported when a FROM base is pulled."""
+    from slmctl.pull import ensure_model
+
+    return ensure_model(store, settings, name, env=env, on_event=on_event, insecure=insecure)
+
+
 @dataclass(frozen=True)
 class BasePull:
     """What pulling a FROM base needs: the settings (offline mode, catalog), the transport environment
-    (``HF_ENDPOINT``, ``HF_TOKEN``, ...) and where the pull's progress events go."""
+    (``HF_ENDPOINT``, ``HF_TOKEN``, ...), where the pull's progress events go, and the pull itself."""
 
     settings: Settings
     env: Mapping[str, str]
     on_event: OnEvent | None = None
     #: Allow a plain http:// source (``--insecure``).
     insecure: bool = False
+    #: What pulls a base that is not stored (tests inject their own).
+    ensure: EnsureModel = _ensure_model
 
 
 def _looks_like_path(value: str, folder: Path) -> bool:
@@ -96,8 +118,8 @@ def _base_manifest(engine: Engine, source: str, pull: BasePull | None) -> Manife
     """The stored base; without ``pull`` a name that is not stored is not looked up anywhere else."""
     if pull is None:
         return engine.manifest(source)
-    return ensure_model(engine.store, pull.settings, source, env=pull.env, on_event=pull.on_event,
-                        insecure=pull.insecure)
+    return pull.ensure(engine.store, pull.settings, source, env=pull.env, on_event=pull.on_event,
+                       insecure=pull.insecure)
 
 
 def _resolve_from(engine: Engine, source: str, folder: Path, progress: Progress, pull: BasePull | None) -> _Build:
@@ -119,10 +141,6 @@ def _stage_layer(engine: Engine, build: _Build, kind: str, data: bytes) -> None:
     build.layers.append(Layer(kind=kind, digest=blob.digest, size=blob.size, media_type=MEDIA_TYPES[kind]))
 
 
-def _canonical(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-
 def _add_layers(engine: Engine, build: _Build, modelfile: Modelfile, folder: Path) -> None:
     """Modelfile instructions override the base's layers kind by kind; the rest is inherited."""
     if modelfile.template is not None:
@@ -132,15 +150,14 @@ def _add_layers(engine: Engine, build: _Build, modelfile: Modelfile, folder: Pat
     inherited = engine.defaults(build.base).params if build.base is not None else {}
     params = {**inherited, **modelfile.parameters}
     given: dict[str, list[bytes]] = {
-        "template": [modelfile.template.encode()] if modelfile.template is not None else [],
+        "template": [encode_text(modelfile.template)] if modelfile.template is not None else [],
         # the text between triple quotes usually starts and ends with a line break: not part of the prompt
-        "system": [modelfile.system.strip().encode()] if modelfile.system is not None else [],
-        "params": [_canonical(params)] if params else [],
-        "messages": [_canonical([{"role": m.role, "content": m.content.strip()} for m in modelfile.messages])]
+        "system": [encode_text(modelfile.system.strip())] if modelfile.system is not None else [],
+        "params": [encode_params(params)] if params else [],
+        "messages": [encode_messages((m.role, m.content.strip()) for m in modelfile.messages)]
         if modelfile.messages else [],
-        "license": [text.encode() for text in modelfile.licenses],
-        "file": [_canonical({"name": Path(f).name, "text": read_document(folder / Path(f).expanduser())})
-                 for f in modelfile.files],
+        "license": [encode_text(text) for text in modelfile.licenses],
+        "file": [encode_file(Path(f).name, read_document(folder / Path(f).expanduser())) for f in modelfile.files],
         "adapter": [],
     }
     for kind in LAYER_ORDER:
@@ -193,15 +210,14 @@ def _quantize(engine: Engine, build: _Build, quant: str, progress: Progress) -> 
     build.model_path = dst
 
 
-def _check_context(engine: Engine, build: _Build, say: Progress) -> None:
+def _check_context(engine: Engine, build: _Build, name: str, say: Progress) -> None:
     """The system prompt and knowledge files must leave room in the context for a conversation."""
-    systems = build.layer_texts(engine, "system")
-    documents = [json.loads(text) for text in build.layer_texts(engine, "file")]
-    context = compose_system(systems[-1] if systems else None, [(d["name"], d["text"]) for d in documents])
+    values = decode_layers({kind: build.layer_texts(engine, kind) for kind in ("system", "params", "file")},
+                           model=name)
+    context = compose_system(values.system, values.documents)
     if not context:
         return
-    params = build.layer_texts(engine, "params")
-    load, _ = build_options(json.loads(params[-1]) if params else {})
+    load, _ = build_options(values.params)
     trained = build.details.context_length
     num_ctx = (trained if load.num_ctx == 0 else min(load.num_ctx, trained)) if trained else load.num_ctx
     say("checking the system context against the context size")
@@ -246,7 +262,7 @@ def create_model(engine: Engine, name: str, modelfile_path: Path, *, quantize: s
         if quantize:
             _quantize(engine, build, quantize, say)
         _add_layers(engine, build, modelfile, folder)
-        _check_context(engine, build, say)
+        _check_context(engine, build, str(ref), say)
         manifest = Manifest(name=ref.name, tag=ref.tag, format=build.format, files=build.files,
                             layers=build.layers, source=SourceInfo(type="create", ref="Modelfile"),
                             details=build.details, base=build.files[0].digest)

@@ -8,9 +8,10 @@ with the cause logged. A body over the size limit is refused with 413 before it 
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
-from slmctl.errors import RequestTooLarge, ServerBusy, SlmctlError
+from slmctl.errors import ServerBusy, SlmctlError
 from slmctl.server.streaming import error_message
 
 log = logging.getLogger("slmctl.server")
@@ -21,13 +22,13 @@ def validation_message(errors: list[dict[str, Any]]) -> str:
     if not errors:
         return "invalid request"
     first = errors[0]
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    loc = [str(p) for p in first.get("loc", ()) if p != "body" and re.fullmatch(r"[A-Za-z_][\w-]*|\d+", str(p))]
     if first.get("type") == "json_invalid":
         return f"invalid JSON in the request body: {first.get('ctx', {}).get('error', first.get('msg'))}"
     where = ".".join(loc) if loc else "body"
     if first.get("type") == "missing":
         return f"missing field '{where}'"
-    return f"invalid value for '{where}': {first.get('msg')}"
+    return f"invalid value for '{where}': {str(first.get('msg')).removeprefix('Value error, ')}"
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Any:
@@ -85,22 +86,38 @@ class BodyLimit:
         if length is not None and length.isdigit() and int(length) > self.limit:
             await self._refuse(scope, receive, send)
             return
-        seen = 0
-
-        async def counting_receive() -> dict[str, Any]:
-            nonlocal seen
+        body = bytearray()  # read first (at most ``limit`` bytes), then replay to the app
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise RequestTooLarge(f"the request body is over {self.limit} bytes")
-            return message
-
-        await self.app(scope, counting_receive, send)
+            if message["type"] != "http.request":
+                await self.app(scope, _replay([message]), send)
+                return
+            body += message.get("body", b"")
+            if len(body) > self.limit:
+                await self._refuse(scope, receive, send)
+                return
+            if not message.get("more_body"):
+                break
+        await self.app(scope, _replay([{"type": "http.request", "body": bytes(body), "more_body": False}], receive),
+                       send)
 
     async def _refuse(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         response = error_response(413, f"the request body is over the limit of {self.limit} bytes")
         await response(scope, receive, send)
+
+
+def _replay(messages: list[dict[str, Any]], then: Any = None) -> Any:
+    """An ASGI ``receive`` that hands out ``messages`` first, then defers to ``then``."""
+    pending = list(messages)
+
+    async def receive() -> dict[str, Any]:
+        if pending:
+            return pending.pop(0)
+        if then is None:
+            return {"type": "http.disconnect"}
+        return await then()
+
+    return receive
 
 
 class AssumeJson:

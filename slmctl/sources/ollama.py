@@ -6,7 +6,8 @@ from ``/v2/<namespace>/<model>/blobs/<digest>``, verified against the digest); t
 license and params layers are fetched now, checked against their digests, and returned as text in
 :attr:`RemoteModel.layers`. Of the params layer only the parameters slmctl knows are kept
 (:func:`supported_params`): Ollama-only options such as ``mirostat`` or ``penalize_newline`` would make
-the stored model fail to run or show.
+the stored model fail to run or show. Which registry layer is which kind is
+:func:`slmctl.store.layers.ollama_layer_kind`'s business.
 
 Scheme: https. ``default_host`` (the caller's ``SLMCTL_OLLAMA_REGISTRY``) replaces the default registry
 host for references that name none; it may carry a scheme (``http://host:port``), and plain http is
@@ -29,12 +30,9 @@ from slmctl.options import canonical_key, parse_value
 from slmctl.sources.base import ClientFactory, RemoteFile, RemoteModel
 from slmctl.sources.hf import request
 from slmctl.sources.refs import _HOST, OLLAMA_REGISTRY, OllamaRef
+from slmctl.store.layers import OLLAMA_MODEL_MEDIA, OLLAMA_TEXT_KINDS, decode_params, ollama_layer_kind
 
 MANIFEST_ACCEPT = "application/vnd.docker.distribution.manifest.v2+json"
-MEDIA_PREFIX = "application/vnd.ollama.image."
-MODEL_MEDIA = MEDIA_PREFIX + "model"
-#: Layers fetched as text, by kind.
-TEXT_LAYERS = ("template", "system", "license", "params")
 MAX_TEXT_LAYER = 1024 * 1024
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 _REGISTRY_HINT = "registries with plain http need --insecure"
@@ -100,13 +98,10 @@ class OllamaTransport:
             for layer in layers:
                 if not isinstance(layer, dict):
                     continue
-                media = layer.get("mediaType")
+                kind = ollama_layer_kind(layer.get("mediaType"))
                 digest = layer.get("digest")
                 size = layer.get("size")
-                if not isinstance(media, str) or not media.startswith(MEDIA_PREFIX):
-                    continue
-                kind = media[len(MEDIA_PREFIX):]
-                if kind != "model" and kind not in TEXT_LAYERS:
+                if kind is None or (kind != "model" and kind not in OLLAMA_TEXT_KINDS):
                     continue  # projector, adapter, messages...: not supported here
                 if not isinstance(digest, str) or not _DIGEST.match(digest):
                     raise InvalidModelFile(f"the manifest for {what} has a bad layer digest {digest!r}")
@@ -120,7 +115,7 @@ class OllamaTransport:
                 if text is not None:
                     texts.setdefault(kind, []).append(text)
         if model_file is None:
-            raise InvalidModelFile(f"the manifest for {what} has no model layer ({MODEL_MEDIA})")
+            raise InvalidModelFile(f"the manifest for {what} has no model layer ({OLLAMA_MODEL_MEDIA})")
         return RemoteModel(
             source=str(effective),
             source_type="ollama",
@@ -166,11 +161,11 @@ class OllamaTransport:
             raise InvalidModelFile(f"the {kind} layer of {what} is not UTF-8 text") from None
         if kind == "params":
             try:
-                params = json.loads(text)
+                params = decode_params(text)
             except ValueError:
                 raise InvalidModelFile(f"the params layer of {what} is not JSON") from None
-            if not isinstance(params, dict):
-                raise InvalidModelFile(f"the params layer of {what} is not a JSON object")
+            except TypeError:
+                raise InvalidModelFile(f"the params layer of {what} is not a JSON object") from None
             kept = supported_params(params)
             dropped = sorted(str(key) for key in params if not _kept(str(key), kept))
             if dropped:

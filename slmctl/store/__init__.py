@@ -1,15 +1,16 @@
 """The shared, content-addressed model store: manifests, blobs, staging, GC and materialization.
 
 Lower layer: depends only on :mod:`slmctl.errors`, :mod:`slmctl.names`, the standard library,
-pydantic and filelock. Import the public API from here.
+pydantic and filelock. Import the public API from here; the Modelfile layer vocabulary (kinds, media
+types, order, canonical bytes, decoding) is :mod:`slmctl.store.layers`.
 """
 
 from slmctl.store.blobs import HashingWriter, StagedBlob, blob_name, sha256_bytes, sha256_file
+from slmctl.store.layers import LayerKind
 from slmctl.store.layout import ManifestProblem
 from slmctl.store.manifest import (
     FileEntry,
     Layer,
-    LayerKind,
     Manifest,
     ModelDetails,
     ModelFormat,

@@ -18,10 +18,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 from slmctl.errors import UsageError
 from slmctl.names import ModelRef, parse_model_ref
 from slmctl.store.blobs import DIGEST_PREFIX, digest_hex
+from slmctl.store.layers import LayerKind
 
 SCHEMA_VERSION = 1
 ModelFormat = Literal["gguf", "onnx"]
-LayerKind = Literal["system", "template", "params", "messages", "license", "adapter", "file"]
 #: Fields that name a model rather than describe its content; left out of :meth:`Manifest.digest`.
 _IDENTITY_FIELDS = frozenset({"name", "tag", "created_at"})
 

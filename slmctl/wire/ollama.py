@@ -9,13 +9,19 @@ durations in nanoseconds and times in RFC 3339 (UTC).
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from slmctl.backends.base import Stats
 
-JsonFormat = Union[Literal["json", ""], dict[str, Any], None]
+def _json_format(value: Any) -> Any:
+    if value is None or value in ("", "json") or isinstance(value, dict):
+        return value or None
+    raise ValueError('format must be "json" or a JSON schema object')
+
+
+JsonFormat = Annotated[Any, BeforeValidator(_json_format)]
 KeepAlive = Union[str, int, float, None]
 
 
