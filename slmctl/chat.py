@@ -16,6 +16,7 @@ from typing import Any
 from slmctl.backends.base import ChatMessage, GenerateRequest, Generation
 from slmctl.engine import Engine, LoadPlan, ModelDefaults, Scheduler, SchedulerSettings, compose_system
 from slmctl.engine.runner import Runner
+from slmctl.errors import ContextOverflow
 from slmctl.options import LoadOptions, SamplingOptions, add_value, build_options, canonical_key
 from slmctl.store import Manifest
 
@@ -35,10 +36,11 @@ def build_request(defaults: ModelDefaults, messages: Sequence[ChatMessage], samp
 
 
 def fit_conversation(messages: Sequence[ChatMessage], count: Callable[[list[ChatMessage]], int],
-                     context: int | None) -> tuple[list[ChatMessage], int]:
-    """Drop the oldest turns until ``count(messages) < context`` (as Ollama does): leading system
-    messages and the last message always stay. Returns the kept messages and their token count (which
-    is still >= ``context`` when even the shortest conversation does not fit). ``context`` None: no cut."""
+                     context: int | None, keep_head: int | None = None) -> tuple[list[ChatMessage], int]:
+    """Drop the oldest turns until ``count(messages) < context`` (as Ollama does): the first ``keep_head``
+    messages (default: the leading system messages) and the last message always stay. Returns the kept
+    messages and their token count (still >= ``context`` when even the shortest conversation does not
+    fit). ``context`` None: nothing is cut."""
     kept = list(messages)
     size = count(kept)
     if context is None or size < context:
@@ -46,6 +48,7 @@ def fit_conversation(messages: Sequence[ChatMessage], count: Callable[[list[Chat
     head = 0
     while head < len(kept) - 1 and kept[head].role == "system":
         head += 1
+    head = min(keep_head, len(kept) - 1) if keep_head is not None else head
     while size >= context and len(kept) - head > 1:
         del kept[head]
         while len(kept) - head > 1 and kept[head].role != "user":
@@ -80,6 +83,8 @@ class ChatSession:
         self._runner: Runner | None = None
         self._plan: LoadPlan | None = None
         self._pending_load_ns = 0
+        #: Older messages left out of the last request to fit the context (0: none).
+        self.dropped = 0
         self.options()  # validate the option layers before any loading
 
     # -- options -------------------------------------------------------------------------------
@@ -144,18 +149,39 @@ class ChatSession:
         """The text the model would read for ``prompt`` now (for --debug)."""
         return self.ensure_loaded().prompt_text(self.request_for(prompt))
 
+    def fitted_request(self, prompt: str) -> GenerateRequest:
+        """The request for ``prompt``, leaving out the oldest turns when the conversation outgrew the
+        context (the system prompt, the model's MESSAGE replay and the new message always stay)."""
+        runner = self.ensure_loaded()
+        _, sampling = self.options()
+        messages = list(self.messages_for(prompt))
+
+        def make(kept: list[ChatMessage]) -> GenerateRequest:
+            return build_request(self.defaults, kept, sampling, json_format=self.json_format)
+
+        context = runner.info.context_length
+        head = (1 if self.system_context else 0) + len(self.defaults.messages)
+        kept, size = fit_conversation(messages, lambda c: len(runner.call("prompt_tokens", make(c))), context, head)
+        if size >= context:
+            raise ContextOverflow(f"the prompt is {size} tokens but the context holds {context}",
+                                  "shorten the message or raise the context: --param num_ctx=N (/set parameter "
+                                  "num_ctx N in a chat)")
+        self.dropped = len(messages) - len(kept)
+        return make(kept)
+
     def ask(self, prompt: str) -> Generation:
-        """Start the answer to ``prompt``; the exchange joins the history once it has finished."""
-        self.ensure_loaded()
+        """Start the answer to ``prompt``; the exchange joins the history once it has finished well.
+        ``dropped`` then says how many older messages did not fit in the context this time."""
+        request = self.fitted_request(prompt)
         assert self._plan is not None
-        generation = self.scheduler.generate(self._plan, self.request_for(prompt))
+        generation = self.scheduler.generate(self._plan, request)
         load_ns, self._pending_load_ns = self._pending_load_ns, 0
 
         def finished(gen: Generation) -> None:
             if gen.stats is not None:
                 gen.stats.load_duration = load_ns
                 gen.stats.total_duration += load_ns
-                if gen.stats.done_reason != "cancel":
+                if gen.stats.done_reason != "cancel" and gen.error is None:
                     self.history += [ChatMessage("user", prompt), ChatMessage("assistant", gen.text)]
 
         generation.on_finish.append(finished)

@@ -88,3 +88,28 @@ def test_bad_parameter_leaves_the_session_unchanged(engine: Engine) -> None:
 def test_context_is_capped_at_the_models(engine: Engine) -> None:
     with ChatSession(engine, engine.manifest("tiny"), params={"num_ctx": 100000}) as chat:
         assert chat.ensure_loaded().info.context_length == 512
+
+
+def test_a_chat_that_outgrows_the_context_drops_the_oldest_turns(engine: Engine) -> None:
+    with_layers(engine, "replayed", system=b"Be brief.", messages=json.dumps(
+        [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]).encode())
+    with ChatSession(engine, engine.manifest("replayed"), params={"num_ctx": 256, "num_predict": 40, "seed": 1}) as chat:
+        for turn in range(12):
+            gen = chat.ask(f"message {turn} " + "word " * 30)
+            gen.complete()
+            assert gen.error is None and gen.stats.prompt_eval_count < 256
+        assert chat.dropped > 0 and len(chat.history) == 2 + 24  # the whole history is kept, only not sent
+        request = chat.fitted_request("next")
+        assert request.messages[0].content == "Be brief." and request.messages[1].content == "hi"
+        assert request.messages[-1].content == "next"
+
+
+def test_a_message_that_cannot_fit_alone_is_refused_and_not_remembered(engine: Engine) -> None:
+    from slmctl.errors import ContextOverflow
+
+    with ChatSession(engine, engine.manifest("tiny"), params={"num_ctx": 256, "num_predict": 4}) as chat:
+        with pytest.raises(ContextOverflow, match="context holds 256"):
+            chat.ask("word " * 400)
+        assert chat.history == []
+        chat.ask("short").complete()
+        assert len(chat.history) == 2

@@ -116,6 +116,8 @@ class Generation:
         self._iter: Iterator[str] | None = None
         self._parts: list[str] = []
         self.stats: Stats | None = None
+        #: The error that ended the generation, if one did.
+        self.error: BaseException | None = None
         #: Called with this generation once it has finished (normally, by error or cancelled).
         self.on_finish: list[Callable[[Generation], None]] = []
 
@@ -153,6 +155,9 @@ class Generation:
                 yield chunk
         except (KeyboardInterrupt, GeneratorExit):
             self.cancel()  # stopped by Ctrl-C or by a consumer that went away
+            raise
+        except Exception as error:
+            self.error = error
             raise
         finally:
             stats.total_duration = time.perf_counter_ns() - start

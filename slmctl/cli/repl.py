@@ -32,6 +32,7 @@ class Repl:
         self.session = session
         self.verbose = verbose
         self.out = app.stdout
+        self._told_dropped = False
 
     # -- terminal ------------------------------------------------------------------------------
     def _setup_history(self) -> Any:
@@ -107,6 +108,10 @@ class Repl:
 
         try:
             generation = self.session.ask(message)
+            if self.session.dropped and not self._told_dropped:
+                self._told_dropped = True
+                self.app.stderr.write("note: older messages no longer fit in the context and were left out "
+                               "(/clear starts afresh)\n")
             try:
                 for chunk in generation:
                     self.out.write(chunk)
