@@ -113,8 +113,11 @@ def run_sample(engine: Engine, config: BenchConfig, repetition: int) -> Sample:
     manifest = engine.manifest(config.model)
     if manifest.format != config.format:
         raise UsageError(f"model '{config.model}' is a {manifest.format} model, not {config.format}")
+    from slmctl.engine.runner import ThreadRunner
+
     with PeakMemory() as memory:
-        model = engine.load(manifest, _load_options(config), device=config.device)
+        runner = ThreadRunner(engine.load(manifest, _load_options(config), device=config.device), name=config.model)
+        model = runner.model
         try:
             room = model.info.context_length
             if config.prompt_tokens + config.gen_tokens > room:
@@ -125,12 +128,12 @@ def run_sample(engine: Engine, config: BenchConfig, repetition: int) -> Sample:
             tokens = synthetic_prompt(model, config.prompt_tokens)
             request = GenerateRequest(SamplingOptions(num_predict=config.gen_tokens, seed=1), tokens=tokens,
                                       ignore_eos=True)
-            generation = model.generate(request)
+            generation = runner.submit(request)  # the runner's worker drives the runtime, as in serve
             generation.complete()
             stats = generation.stats
             info = model.info
         finally:
-            model.close()
+            runner.close()
     # peak_gpu_memory: no GPU probe here. With NVML (pynvml: nvmlDeviceGetComputeRunningProcesses for
     # this pid) or the runtime's own allocator statistics, a sampler like PeakMemory would poll the
     # device memory of this process here; until then it is reported as None ("not measured").

@@ -161,6 +161,11 @@ class Engine:
 
     def embed(self, manifest: Manifest, texts: list[str], options: LoadOptions, *,
               device: str | None = None) -> list[list[float]]:
-        """One normalised vector per text, from an embedding-capable model."""
-        with self.load(manifest, options, device=device, embedding=True) as model:
-            return model.embed(texts)
+        """One normalised vector per text, from an embedding-capable model (loaded here, then freed)."""
+        from slmctl.engine.runner import ThreadRunner
+
+        runner = ThreadRunner(self.load(manifest, options, device=device, embedding=True), name=str(manifest.ref))
+        try:
+            return runner.embed(texts)
+        finally:
+            runner.close()
