@@ -105,6 +105,11 @@ def test_two_models_of_different_formats_at_once(server: Served) -> None:
     loaded = {m["name"] for m in httpx.get(f"{server.url}/api/ps").json()["models"]}
     assert {"phi4:mini", "qwen2.5:3b"} <= loaded
     assert len(server.runner_pids()) >= 2  # one runner process per model: the runtimes never meet
+    import psutil
+
+    native = [m.path for m in psutil.Process(server.proc.pid).memory_maps()
+              if "llama" in m.path or "onnxruntime" in m.path]
+    assert native == [], "the server process itself must load no runtime"
 
 
 @pytest.mark.parametrize(("body", "status", "words"), [
