@@ -134,6 +134,13 @@ def test_bad_input_is_a_4xx_in_ollama_error_shape(server: Served, body: bytes, s
         assert words in response.json()["error"]
 
 
+def test_tools_need_a_template_that_takes_them(server: Served) -> None:
+    tool = {"type": "function", "function": {"name": "now", "description": "the time", "parameters": {}}}
+    body = {"model": "phi4:mini", "messages": [{"role": "user", "content": "time?"}], "tools": [tool]}
+    refused = httpx.post(f"{server.url}/api/chat", json=body)
+    assert refused.status_code == 400 and "does not support tools" in refused.json()["error"]
+
+
 def test_prompt_over_the_context(server: Served) -> None:
     prompt = "word " * 2000
     body = {"model": "phi4:mini", "prompt": prompt, "truncate": False, "options": {"num_ctx": 512}}

@@ -145,6 +145,8 @@ async def chat(body: wire.ChatBody, http: Request) -> Any:
     if not body.messages:
         return await load_or_unload(serving, target, chat=True)
     require(target, "completion", "chat")
+    if body.tools:
+        require(target, "tools", "tools")
     if any(m.images for m in body.messages):
         raise UsageError(f"model '{target.name}' does not support images", "send text only")
     fmt = json_format(body.format)
