@@ -101,18 +101,14 @@ class Scheduler:
         """:meth:`runner`, plus the nanoseconds this call spent loading the model (0 when it was loaded)."""
         ttl = self.settings.keep_alive if keep_alive == "default" else keep_alive
         with self._lock:
-            entry = self._usable(plan)
-            if entry is not None:
-                self._touch(entry, ttl)
-                entry.runner.hold()
-                return entry.runner, 0
+            loaded = self._hold_loaded(plan, ttl)
+        if loaded is not None:
+            return loaded, 0
         with self._load_lock:  # one load at a time, as Ollama: loads compete for the same memory
             with self._lock:
-                entry = self._usable(plan)
-                if entry is not None:
-                    self._touch(entry, ttl)
-                    entry.runner.hold()
-                    return entry.runner, 0
+                loaded = self._hold_loaded(plan, ttl)  # another request may have loaded it meanwhile
+                if loaded is not None:
+                    return loaded, 0
                 if self._closed:
                     raise ServerBusy("the server is shutting down", "try again on another replica", retry_after=5)
                 self._make_room(plan)
@@ -128,6 +124,15 @@ class Scheduler:
                 runner.hold()
                 self._lock.notify_all()
             return runner, load_ns
+
+    def _hold_loaded(self, plan: LoadPlan, ttl: float | None) -> Runner | None:
+        """The loaded runner for ``plan`` with a request held on it, or None (called under the lock)."""
+        entry = self._usable(plan)
+        if entry is None:
+            return None
+        self._touch(entry, ttl)
+        entry.runner.hold()
+        return entry.runner
 
     def _usable(self, plan: LoadPlan) -> Loaded | None:
         entry = self._loaded.get(plan.key)
