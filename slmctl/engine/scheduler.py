@@ -57,7 +57,8 @@ class Loaded:
     expires_at: float | None = None
 
 
-def _add_load_time(generation: Generation, load_ns: int) -> None:
+def charge_load_time(generation: Generation, load_ns: int) -> None:
+    """Count a load this request waited for in its statistics (Ollama's ``load_duration``)."""
     if generation.stats is not None:
         generation.stats.load_duration += load_ns
         generation.stats.total_duration += load_ns
@@ -180,13 +181,17 @@ class Scheduler:
         """Queue ``request`` on ``plan``'s model (loading it first); chunks arrive as they are made."""
         runner, load_ns = self.acquire(plan, keep_alive)
         try:
-            self._admit(runner, plan)
-            generation = runner.submit(request)
+            generation = self.submit(runner, plan, request)
         finally:
             runner.release()
         if load_ns:
-            generation.on_finish.append(lambda gen: _add_load_time(gen, load_ns))
+            generation.on_finish.append(lambda gen: charge_load_time(gen, load_ns))
         return generation
+
+    def submit(self, runner: Runner, plan: LoadPlan, request: GenerateRequest) -> Generation:
+        """Queue ``request`` on a runner the caller holds (from :meth:`acquire`), if its queue has room."""
+        self._admit(runner, plan)
+        return runner.submit(request)
 
     def call(self, plan: LoadPlan, method: str, *args: Any, keep_alive: float | None | str = "default") -> Any:
         """Run a model call (embed, tokenize, prompt_text, ...) on ``plan``'s model."""

@@ -123,8 +123,8 @@ async def generate(body: wire.GenerateBody, http: Request) -> Any:
             request = GenerateRequest(target.sampling, prompt=prompt, json_format=fmt)
         else:
             request = serving.request(target, messages, json_format=fmt, template=body.template)
-    request = await serving.fit_prompt(target, request, truncate=body.truncate)
-    relay = await serving.generate(target, request)
+    relay = await serving.start(target, lambda runner: serving.fit_prompt(runner, target, request,
+                                                                          truncate=body.truncate))
     name = target.name
     return await respond(http, relay, body.stream, lambda text: wire.generate_chunk(name, text),
                          lambda stats, text: wire.generate_final(name, stats, text))
@@ -151,9 +151,11 @@ async def chat(body: wire.ChatBody, http: Request) -> Any:
         raise UsageError(f"model '{target.name}' does not support images", "send text only")
     fmt = json_format(body.format)
     messages = serving.conversation(target, chat_messages(body))
-    request = await serving.fit(target, messages, lambda kept: serving.request(
-        target, kept, json_format=fmt, tools=body.tools), truncate=body.truncate)
-    relay = await serving.generate(target, request)
+    def make(kept: list[ChatMessage]) -> GenerateRequest:
+        return serving.request(target, kept, json_format=fmt, tools=body.tools)
+
+    relay = await serving.start(target, lambda runner: serving.fit(runner, target, messages, make,
+                                                                   truncate=body.truncate))
     name = target.name
     return await respond(http, relay, body.stream, lambda text: wire.chat_chunk(name, text),
                          lambda stats, text: wire.chat_final(name, stats, text))

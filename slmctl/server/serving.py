@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 from slmctl.backends.base import ChatMessage, GenerateRequest
 from slmctl.chat import build_request, fit_conversation
 from slmctl.engine import Engine, LoadPlan, ModelDefaults, Scheduler
+from slmctl.engine.runner import Runner
+from slmctl.engine.scheduler import charge_load_time
 from slmctl.errors import ContextOverflow, ModelNotFound, UsageError
 from slmctl.names import parse_model_ref
 from slmctl.options import ALL_KEYS, ALIASES, LoadOptions, SamplingOptions, build_options
@@ -133,50 +135,51 @@ class Serving:
         return build_request(target.defaults, messages, target.sampling, json_format=json_format,
                              template=template, tools=tools)
 
-    async def fit(self, target: Target, messages: list[ChatMessage], make: Callable[[list[ChatMessage]], GenerateRequest],
-                  *, truncate: bool) -> GenerateRequest:
+    def fit(self, runner: Runner, target: Target, messages: list[ChatMessage],
+            make: Callable[[list[ChatMessage]], GenerateRequest], *, truncate: bool) -> GenerateRequest:
         """The request for ``messages``, dropping the oldest turns when it would overflow the context and
-        ``truncate`` allows (system messages and the last message are kept); else a 400 naming both sizes."""
-        runner = await self.run(self.scheduler.runner, target.plan, target.keep_alive)
+        ``truncate`` allows (leading system messages, the model's MESSAGE replay and the last message
+        stay); else a 400 naming both sizes. Blocking: runs on the pool (see :meth:`start`)."""
+        context = runner.info.context_length
+        head = sum(1 for m in messages if m.role == "system") if messages and messages[0].role == "system" else 0
+        head += len(target.defaults.messages)
+        kept, size = fit_conversation(messages, lambda c: len(runner.call("prompt_tokens", make(c))),
+                                      context if truncate else None, head)
+        if size >= context:
+            raise ContextOverflow(f"the prompt is {size} tokens but the context holds {context}",
+                                  "shorten the input, raise options.num_ctx, or allow truncate")
+        if len(kept) < len(messages):
+            log.info("%s: dropped %d older message(s) to fit the context of %d tokens",
+                     target.name, len(messages) - len(kept), context)
+        return make(kept)
+
+    def fit_prompt(self, runner: Runner, target: Target, request: GenerateRequest, *,
+                   truncate: bool) -> GenerateRequest:
+        """A prompt over the context: keep its end (``truncate``) or refuse it with both sizes."""
+        context = runner.info.context_length
+        tokens = runner.call("prompt_tokens", request)
+        if len(tokens) < context:
+            return request
+        if not truncate:
+            raise ContextOverflow(f"the prompt is {len(tokens)} tokens but the context holds {context}",
+                                  "shorten the prompt, raise options.num_ctx, or allow truncate")
+        room = target.sampling.num_predict if 0 < target.sampling.num_predict < context // 2 else context // 4
+        keep = max(1, context - 1 - room)
+        log.info("%s: prompt of %d tokens cut to its last %d", target.name, len(tokens), keep)
+        return GenerateRequest(request.options, tokens=tuple(tokens[-keep:]), json_format=request.json_format)
+
+    async def start(self, target: Target, build: Callable[[Runner], GenerateRequest]) -> Relay:
+        """Load the model if needed, build the request against it (``build`` runs on the pool and may
+        count tokens), and queue it; the model stays held throughout, so ``keep_alive: 0`` cannot unload
+        it in between. Errors before the first chunk surface on the relay's first read."""
+        runner, load_ns = await self.run(self.scheduler.acquire, target.plan, target.keep_alive)
         try:
-            context = runner.info.context_length
-
-            def count(candidate: list[ChatMessage]) -> int:
-                return len(runner.call("prompt_tokens", make(candidate)))
-
-            kept, size = await self.run(fit_conversation, messages, count, context if truncate else None)
-            if size >= context:
-                raise ContextOverflow(f"the prompt is {size} tokens but the context holds {context}",
-                                      "shorten the input, raise options.num_ctx, or allow truncate")
-            if len(kept) < len(messages):
-                log.info("%s: dropped %d older message(s) to fit the context of %d tokens",
-                         target.name, len(messages) - len(kept), context)
-            return make(kept)
+            request = await self.run(build, runner)
+            generation = self.scheduler.submit(runner, target.plan, request)
         finally:
             runner.release()
-
-    async def fit_prompt(self, target: Target, request: GenerateRequest, *, truncate: bool) -> GenerateRequest:
-        """A raw prompt over the context: keep its end (``truncate``) or refuse it with both sizes."""
-        runner = await self.run(self.scheduler.runner, target.plan, target.keep_alive)
-        try:
-            context = runner.info.context_length
-            tokens = await self.run(runner.call, "prompt_tokens", request)
-            if len(tokens) < context:
-                return request
-            if not truncate:
-                raise ContextOverflow(f"the prompt is {len(tokens)} tokens but the context holds {context}",
-                                      "shorten the prompt, raise options.num_ctx, or allow truncate")
-            room = target.sampling.num_predict if 0 < target.sampling.num_predict < context // 2 else context // 4
-            keep = max(1, context - 1 - room)
-            log.info("%s: prompt of %d tokens cut to its last %d", target.name, len(tokens), keep)
-            return GenerateRequest(request.options, tokens=tuple(tokens[-keep:]), json_format=request.json_format)
-        finally:
-            runner.release()
-
-    async def generate(self, target: Target, request: GenerateRequest) -> Relay:
-        """Start ``request``; the relay yields its chunks (errors before the first one are raised here
-        by the caller's first read)."""
-        generation = await self.run(self.scheduler.generate, target.plan, request, target.keep_alive)
+        if load_ns:
+            generation.on_finish.append(lambda gen: charge_load_time(gen, load_ns))
         return Relay(generation)
 
     async def embed(self, target: Target, texts: list[str], *, truncate: bool) -> tuple[list[list[float]], int]:
