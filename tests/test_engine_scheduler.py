@@ -69,17 +69,21 @@ class FakeRunner(Runner):
     def alive(self) -> bool:
         return not self.closed
 
-    def submit(self, request: GenerateRequest) -> Generation:
-        channel = Channel()
+    def stream(self, request: GenerateRequest, sink: Any) -> Any:
         self.hold()
 
         def work() -> None:
             self.gate.wait()
-            channel.chunk("ok")
-            channel.done(Stats(eval_count=1))
+            sink.chunk("ok")
+            sink.done(Stats(eval_count=1))
             self.release()
 
         threading.Thread(target=work, daemon=True).start()
+        return lambda: None
+
+    def submit(self, request: GenerateRequest) -> Generation:
+        channel = Channel()
+        self.stream(request, channel)
         return Generation(channel.relay)
 
     def call(self, method: str, *args: Any) -> Any:

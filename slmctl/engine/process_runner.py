@@ -5,7 +5,8 @@ socket pair; both ends speak :mod:`multiprocessing.connection` messages (pickled
 sends ``("load", plan)``, then ``("generate", id, request)``, ``("cancel", id)``, ``("call", id, method,
 args)`` and ``("close",)``; the child answers ``("loaded", info)`` or ``("failed", error)``, then
 ``("chunk", id, text)``, ``("done", id, stats)``, ``("error", id, error)`` and ``("result", id, value)``.
-A reader thread dispatches the child's messages to each request's :class:`~slmctl.engine.runner.Channel`.
+A reader thread dispatches the child's messages to each request's sink (a :class:`~slmctl.engine.runner.Channel`,
+or the server's relay, which hands them straight to the event loop).
 When the child dies (segfault, ``kill -9``, out of memory), every request in flight fails with
 :class:`~slmctl.errors.RunnerCrashed` and the runner reports itself dead, so the scheduler starts a
 fresh one for the next request. Only this module and the child know the message vocabulary.
@@ -20,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import replace
 from multiprocessing.connection import Connection
@@ -29,7 +30,7 @@ from typing import Any
 from slmctl import errors
 from slmctl.backends.base import GenerateRequest, Generation
 from slmctl.engine.loader import LoadPlan
-from slmctl.engine.runner import CALLS, Channel, Runner, next_id
+from slmctl.engine.runner import CALLS, Channel, Runner, Sink, next_id
 from slmctl.errors import OperationFailed, RunnerCrashed, SlmctlError
 
 
@@ -82,7 +83,7 @@ class ProcessRunner(Runner):
             child_sock.close()
         self._send_lock = threading.Lock()
         self._lock = threading.Lock()
-        self._channels: dict[int, Channel] = {}
+        self._channels: dict[int, Sink] = {}
         self._calls: dict[int, Future[Any]] = {}
         self._dead: str | None = None
         self._closing = False
@@ -190,17 +191,21 @@ class ProcessRunner(Runner):
                              "try again: the next request starts it again")
 
     # -- interface --------------------------------------------------------------------------------
-    def submit(self, request: GenerateRequest) -> Generation:
-        ident, channel = next_id(), Channel()
-        submitted = time.perf_counter_ns()
+    def stream(self, request: GenerateRequest, sink: Sink) -> Callable[[], None]:
+        ident = next_id()
         with self._lock:
             if not self.alive:
                 raise self._crashed_error()
-            self._channels[ident] = channel
+            self._channels[ident] = sink
             self.hold()
-        generation = Generation(channel.relay, submitted_ns=submitted)
-        generation.on_cancel.append(lambda: self._send(("cancel", ident)))
         self._send(("generate", ident, request))
+        return lambda: self._send(("cancel", ident))
+
+    def submit(self, request: GenerateRequest) -> Generation:
+        channel, submitted = Channel(), time.perf_counter_ns()
+        cancel = self.stream(request, channel)
+        generation = Generation(channel.relay, submitted_ns=submitted)
+        generation.on_cancel.append(cancel)
         return generation
 
     def call(self, method: str, *args: Any) -> Any:

@@ -115,6 +115,11 @@ class Runner(ABC):
         """Queue ``request``; the returned generation yields its chunks as the worker produces them."""
 
     @abstractmethod
+    def stream(self, request: GenerateRequest, sink: Sink) -> Callable[[], None]:
+        """Queue ``request`` with its results going straight to ``sink`` (from a worker or reader
+        thread); returns the function that cancels it."""
+
+    @abstractmethod
     def call(self, method: str, *args: Any) -> Any:
         """Run one of :data:`CALLS` on the model (embed, tokenize, ...) and return its result."""
 
@@ -172,6 +177,11 @@ class ThreadRunner(Runner):
             raise RunnerCrashed("this model was unloaded", "try again: the next request loads it")
         self.hold()
         self._jobs.put(Job(request, sink, cancel))
+
+    def stream(self, request: GenerateRequest, sink: Sink) -> Callable[[], None]:
+        cancel = threading.Event()
+        self.start(request, sink, cancel)
+        return cancel.set
 
     def submit(self, request: GenerateRequest) -> Generation:
         channel, cancel = Channel(), threading.Event()

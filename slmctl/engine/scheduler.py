@@ -24,7 +24,7 @@ from typing import Any
 
 from slmctl.backends.base import GenerateRequest, Generation
 from slmctl.engine.loader import LoadPlan, load_plan
-from slmctl.engine.runner import Runner, ThreadRunner
+from slmctl.engine.runner import Runner, Sink, ThreadRunner
 from slmctl.errors import ServerBusy
 
 #: Ollama's default number of models loaded at once on a CPU machine.
@@ -192,6 +192,11 @@ class Scheduler:
         """Queue ``request`` on a runner the caller holds (from :meth:`acquire`), if its queue has room."""
         self._admit(runner, plan)
         return runner.submit(request)
+
+    def stream(self, runner: Runner, plan: LoadPlan, request: GenerateRequest, sink: Sink) -> Callable[[], None]:
+        """:meth:`submit`, with the results going straight to ``sink``; returns the cancel function."""
+        self._admit(runner, plan)
+        return runner.stream(request, sink)
 
     def call(self, plan: LoadPlan, method: str, *args: Any, keep_alive: float | None | str = "default") -> Any:
         """Run a model call (embed, tokenize, prompt_text, ...) on ``plan``'s model."""

@@ -67,7 +67,7 @@ async def respond(http: Request, relay: Relay, stream: bool, chunk: Callable[[st
                   final: Callable[[Stats, str], dict[str, Any]]) -> Any:
     if not stream:
         await collect(relay, http)
-        return JSONResponse(final(relay.stats, relay.generation.text))
+        return JSONResponse(final(relay.stats, relay.text))
     chunks = relay.__aiter__()
     first: list[dict[str, Any]] = []
     try:

@@ -20,7 +20,6 @@ from slmctl.backends.base import ChatMessage, GenerateRequest
 from slmctl.chat import build_request, fit_conversation
 from slmctl.engine import Engine, LoadPlan, ModelDefaults, Scheduler
 from slmctl.engine.runner import Runner
-from slmctl.engine.scheduler import charge_load_time
 from slmctl.errors import ContextOverflow, ModelNotFound, UsageError
 from slmctl.names import parse_model_ref
 from slmctl.options import ALL_KEYS, ALIASES, LoadOptions, SamplingOptions, build_options
@@ -157,6 +156,8 @@ class Serving:
                    truncate: bool) -> GenerateRequest:
         """A prompt over the context: keep its end (``truncate``) or refuse it with both sizes."""
         context = runner.info.context_length
+        if request.prompt is not None and len(request.prompt.encode("utf-8")) + 2 < context:
+            return request  # a token takes at least one byte (plus BOS/EOS): it fits without counting
         tokens = runner.call("prompt_tokens", request)
         if len(tokens) < context:
             return request
@@ -175,12 +176,11 @@ class Serving:
         runner, load_ns = await self.run(self.scheduler.acquire, target.plan, target.keep_alive)
         try:
             request = await self.run(build, runner)
-            generation = self.scheduler.submit(runner, target.plan, request)
+            relay = Relay()
+            relay.started(self.scheduler.stream(runner, target.plan, request, relay), load_ns)
         finally:
             runner.release()
-        if load_ns:
-            generation.on_finish.append(lambda gen: charge_load_time(gen, load_ns))
-        return Relay(generation)
+        return relay
 
     async def embed(self, target: Target, texts: list[str], *, truncate: bool) -> tuple[list[list[float]], int]:
         """One vector per text, and the number of tokens read. Inputs over the context are cut to it

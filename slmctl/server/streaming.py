@@ -1,8 +1,8 @@
-"""From a generation (chunks made by a runner's worker) to an async HTTP body.
+"""From a generation's chunks (made by a runner) to an async HTTP body.
 
-:func:`chunks` relays a :class:`~slmctl.backends.base.Generation` into the event loop through one
-thread per request, and cancels the generation when the consumer stops early: a client that goes away
-(Starlette cancels the streaming task) frees the model within a token. :func:`ndjson_response` is
+:class:`Relay` is the sink a runner delivers one request's chunks to; it hands them to the event loop
+and cancels the generation when the consumer stops early: a client that goes away (Starlette cancels
+the streaming task) frees the model within a token. :func:`ndjson_response` is
 Ollama's streaming body: one JSON object per line; an error after the stream began becomes a last
 ``{"error": ...}`` line, since the status line has already been sent.
 """
@@ -12,41 +12,57 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from slmctl.backends.base import Generation
+from slmctl.backends.base import Stats
 from slmctl.errors import SlmctlError
 
 log = logging.getLogger("slmctl.server")
 
 
 class Relay:
-    """A generation's chunks as an async iterator; ``stats`` once it has ended."""
+    """One generation's results as an async iterator: a runner's sink that hands each chunk straight to
+    the event loop (from the runner's reader or worker thread: one thread hop per chunk, no more).
 
-    def __init__(self, generation: Generation) -> None:
-        self.generation = generation
-        self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+    ``stats`` and ``text`` are set once it has ended; leaving the iteration early cancels the generation.
+    """
+
+    def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self._cancel: Callable[[], None] = lambda: None
+        self._submitted = time.perf_counter_ns()
+        self._load_ns = 0
+        self._parts: list[str] = []
         self._finished = False
-        self._thread = threading.Thread(target=self._pump, name="relay", daemon=True)
-        self._thread.start()
+        self.stats: Stats | None = None
 
-    def _put(self, item: tuple[str, Any]) -> None:
+    def started(self, cancel: Callable[[], None], load_ns: int = 0) -> None:
+        """The runner took the request: how to cancel it, and the load time it waited for."""
+        self._cancel, self._load_ns = cancel, load_ns
+
+    # -- the sink side (any thread) ----------------------------------------------------------------
+    def _post(self, item: tuple[str, Any]) -> None:
         try:
             self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
         except RuntimeError:  # the loop is gone (server stopping): nobody is listening any more
-            self.generation.cancel()
+            self._cancel()
 
-    def _pump(self) -> None:
-        try:
-            for chunk in self.generation:
-                self._put(("chunk", chunk))
-        except BaseException as error:  # noqa: BLE001 - handed to the consumer, which reports it
-            self._put(("error", error))
-        else:
-            self._put(("done", None))
+    def chunk(self, text: str) -> None:
+        self._post(("chunk", text))
+
+    def done(self, stats: Stats) -> None:
+        self._post(("done", stats))
+
+    def fail(self, error: BaseException) -> None:
+        self._post(("error", error))
+
+    # -- the consumer side (the event loop) --------------------------------------------------------
+    @property
+    def text(self) -> str:
+        return "".join(self._parts)
 
     def __aiter__(self) -> AsyncIterator[str]:
         return self._iterate()
@@ -56,20 +72,20 @@ class Relay:
             while True:
                 kind, value = await self._queue.get()
                 if kind == "chunk":
+                    self._parts.append(value)
                     yield value
-                elif kind == "done":
-                    self._finished = True
-                    return
-                else:
-                    self._finished = True
+                    continue
+                self._finished = True
+                if kind == "error":
                     raise value
+                value.load_duration += self._load_ns
+                value.total_duration = time.perf_counter_ns() - self._submitted + self._load_ns
+                self.stats = value
+                return
         finally:
             if not self._finished:
-                self.generation.cancel()
-
-    @property
-    def stats(self) -> Any:
-        return self.generation.stats
+                self._finished = True
+                self._cancel()
 
 
 def error_message(error: BaseException) -> str:
