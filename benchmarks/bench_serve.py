@@ -62,13 +62,11 @@ import argparse
 import json
 import os
 import random
-import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -81,29 +79,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import base_parser, import_model, remove_home_on_sigterm, write_output  # noqa: E402
 from bench_core import build_model  # noqa: E402
 
-def _pinned_llama_cpp_python(default: str = "0.3.36") -> str:
-    """The llama-cpp-python version pyproject.toml pins: llama-server is built from the same llama.cpp."""
-    try:
-        text = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
-    except OSError:
-        return default
-    for line in text.splitlines():
-        if (spec := line.strip().strip('",')).startswith("llama-cpp-python=="):
-            return spec.split("==", 1)[1]
-    return default
+from _llama_server import DEFAULT_SERVER_DIR, LLAMA_CPP_PYTHON_VERSION, build_llama_server, llama_server_version  # noqa: E402
+from _serve_report import SIDES, figure, compare, goals, report, summarize_side  # noqa: E402
 
 
-LLAMA_CPP_PYTHON_VERSION = _pinned_llama_cpp_python()
-DEFAULT_SERVER_DIR = Path.home() / ".cache" / "slmctl-bench" / f"llama-server-{LLAMA_CPP_PYTHON_VERSION}"
-CMAKE_FLAGS = ("-DCMAKE_BUILD_TYPE=Release", "-DLLAMA_BUILD_SERVER=ON", "-DLLAMA_BUILD_TOOLS=ON",
-               "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_CURL=OFF", "-DLLAMA_OPENSSL=OFF",
-               "-DBUILD_SHARED_LIBS=OFF", "-DGGML_NATIVE=ON")
 BATCH = 512
 SEED = 1
 #: One token each in the bench model's vocabulary (``▁hello``, ...): N-1 of them + BOS = N prompt tokens.
 WORDS = ("hello", "world", "the", "and", "model", "small", "test", "token", "llama", "chat")
-GOALS = {"decode": 0.95, "ttft": 1.5, "overhead_ms": 50.0, "overhead_decode": 0.97, "idle_rss_mb": 150.0}
-SIDES = {"llama": "llama-server", "serve": "slmctl serve", "noproc": "serve, no runner", "inproc": "in process"}
 START_TIMEOUT = 300.0
 
 SERVE_NO_RUNNER = r"""
@@ -148,59 +131,6 @@ for line in sys.stdin:  # one JSON prompt per line, sent when the parent wants t
 scheduler.close()
 """
 
-
-# -- llama-server --------------------------------------------------------------------------------
-def build_llama_server(dest: Path, version: str = LLAMA_CPP_PYTHON_VERSION) -> Path:
-    """``dest/bin/llama-server``, built once from the llama.cpp vendored in the llama-cpp-python sdist."""
-    binary = dest / "bin" / "llama-server"
-    if binary.is_file() and os.access(binary, os.X_OK):
-        return binary
-    if not shutil.which("cmake"):
-        sys.exit("building llama-server needs cmake and a C++ compiler (apt-get install cmake g++); "
-                 "or pass --llama-server PATH")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    log_path = dest.parent / f"{dest.name}.build.log"
-    print(f"building llama-server from llama-cpp-python {version}'s llama.cpp into {dest} "
-          f"(several minutes, done once; log: {log_path}) ...", file=sys.stderr, flush=True)
-    with tempfile.TemporaryDirectory(prefix="llama-server-build-") as work_name, open(log_path, "w") as log:
-        work = Path(work_name)
-
-        def step(*cmd: str) -> None:
-            log.write(f"$ {' '.join(cmd)}\n")
-            log.flush()
-            if subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode != 0:
-                log.close()
-                tail = "".join(log_path.read_text(errors="replace").splitlines(keepends=True)[-30:])
-                sys.exit(f"building llama-server failed at: {' '.join(cmd)}\n{tail}")
-
-        step(sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--no-binary", ":all:",
-             f"llama-cpp-python=={version}", "-d", str(work))
-        with tarfile.open(next(work.glob("llama_cpp_python-*.tar.gz"))) as tar:
-            tar.extractall(work, filter="data")
-        src = next(work.glob("llama_cpp_python-*/vendor/llama.cpp"))
-        step("cmake", "-S", str(src), "-B", str(work / "build"), *CMAKE_FLAGS)
-        step("cmake", "--build", str(work / "build"), "-j", str(os.cpu_count() or 1), "--target", "llama-server")
-        staged = Path(tempfile.mkdtemp(prefix=f".{dest.name}.part-", dir=dest.parent))
-        staged.chmod(0o755)
-        (staged / "bin").mkdir()
-        shutil.copy2(work / "build" / "bin" / "llama-server", staged / "bin" / "llama-server")
-        (staged / "BUILD").write_text(f"llama-cpp-python {version} sdist: vendor/llama.cpp\n"
-                                      f"cmake {' '.join(CMAKE_FLAGS)}\n")
-        if dest.exists() and not binary.exists():
-            shutil.rmtree(dest)  # a broken earlier attempt
-        try:
-            os.replace(staged, dest)
-        except OSError:
-            shutil.rmtree(staged, ignore_errors=True)
-            if not binary.is_file():  # else another run built it meanwhile
-                raise
-    return binary
-
-
-def llama_server_version(binary: Path) -> str:
-    proc = subprocess.run([str(binary), "--version"], capture_output=True, text=True, timeout=30)
-    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("version")]
-    return lines[0].split(":", 1)[1].strip() if lines else "unknown"
 
 
 # -- processes -----------------------------------------------------------------------------------
@@ -478,187 +408,6 @@ class Bench:
                 proc.wait()
 
 
-# -- summary -------------------------------------------------------------------------------------
-def median(rows: list[dict], key: str) -> float | None:
-    values = [r[key] for r in rows if r.get(key) is not None]
-    return statistics.median(values) if values else None
-
-
-def summarize_side(rows: list[dict]) -> dict:
-    measured = [r for r in rows if not r["warmup"]]
-    out = {key: median(measured, key) for key in ("server_tok_s", "client_tok_s", "ttft_ms", "request_ms",
-                                                  "prompt_ms")}
-    for r in measured:
-        r["outside_ms"] = r["ttft_ms"] - r["prompt_ms"] if r.get("prompt_ms") is not None else None
-        r["client_us_per_token"] = r["client_cpu_ms"] * 1e3 / r["chunks"] if r.get("client_cpu_ms") else None
-    out["outside_ms"] = median(measured, "outside_ms")  # TTFT not spent evaluating the prompt
-    out["client_us_per_token"] = median(measured, "client_us_per_token")
-    ttfts = sorted(r["ttft_ms"] for r in measured)
-    out.update(n=len(measured), ttft_min_ms=ttfts[0], ttft_max_ms=ttfts[-1],
-               tokens=sorted({r["eval_count"] for r in measured}), chunks=sorted({r["chunks"] for r in measured}),
-               prompt_tokens=sorted({r["prompt_n"] for r in measured}),
-               client_tok_s_min=min(r["client_tok_s"] for r in measured),
-               client_tok_s_max=max(r["client_tok_s"] for r in measured),
-               noisy=[key for key in ("client_tok_s", "ttft_ms") if noisy([r[key] for r in measured])])
-    return out
-
-
-def noisy(values: list[float]) -> bool:
-    """Too spread to trust (as ``slmctl bench`` flags it): CV over 10 %, or a range over 25 % of the median."""
-    if len(values) < 2:
-        return False
-    mid = statistics.median(values)
-    return statistics.stdev(values) / mid > 0.10 or (max(values) - min(values)) / mid > 0.25
-
-
-def goal(value: float | None, target: float, higher_is_better: bool, strict: bool = False) -> dict:
-    if value is None:
-        met = None
-    elif higher_is_better:
-        met = value > target if strict else value >= target
-    else:
-        met = value < target if strict else value <= target
-    sign = (">" if higher_is_better else "<") + ("" if strict else "=")
-    return {"value": value, "goal": f"{sign} {target:g}", "met": met}
-
-
-def paired(rows: dict[str, list[dict]], a: str, b: str, key: str) -> float | None:
-    """Median over measured requests of a/b, request k of a round against request k of the same round
-    (the same prompt; with --interleave, made one right after the other)."""
-    def keyed(side: str) -> dict[tuple[int, int], float]:
-        out, seen = {}, {}
-        for r in rows[side]:
-            if not r["warmup"]:
-                k = seen[r["round"]] = seen.get(r["round"], -1) + 1
-                out[(r["round"], k)] = r[key]
-        return out
-
-    xa, xb = keyed(a), keyed(b)
-    ratios = [xa[k] / xb[k] for k in xa if k in xb and xa[k] and xb[k]]
-    return statistics.median(ratios) if ratios else None
-
-
-def compare(s: dict, rows: dict[str, list[dict]]) -> dict:
-    llama, serve, noproc, inproc = s["llama"], s["serve"], s["noproc"], s["inproc"]
-
-    def ratio(a: dict, b: dict, key: str) -> float | None:
-        return a[key] / b[key] if a.get(key) and b.get(key) else None
-
-    return {
-        "serve_vs_llama": {"decode_server": ratio(serve, llama, "server_tok_s"),
-                           "decode_client": ratio(serve, llama, "client_tok_s"),
-                           "ttft": ratio(serve, llama, "ttft_ms"), "request": ratio(serve, llama, "request_ms"),
-                           "decode_client_paired": paired(rows, "serve", "llama", "client_tok_s"),
-                           "ttft_paired": paired(rows, "serve", "llama", "ttft_ms")},
-        "inproc_vs_llama": {"decode_server": ratio(inproc, llama, "server_tok_s"),
-                            "decode_client": ratio(inproc, llama, "client_tok_s"),
-                            "ttft": ratio(inproc, llama, "ttft_ms")},
-        "serve_vs_inproc": {"ttft_ms": serve["ttft_ms"] - inproc["ttft_ms"],
-                            "outside_ms": serve["outside_ms"] - inproc["outside_ms"],
-                            "request_ms": serve["request_ms"] - inproc["request_ms"],
-                            "decode_server": ratio(serve, inproc, "server_tok_s"),
-                            "decode_client": ratio(serve, inproc, "client_tok_s"),
-                            "decode_client_paired": paired(rows, "serve", "inproc", "client_tok_s")},
-        "runner_process": {"ttft_ms": serve["ttft_ms"] - noproc["ttft_ms"],
-                           "decode_server": ratio(serve, noproc, "server_tok_s"),
-                           "decode_client": ratio(serve, noproc, "client_tok_s")},
-        "http_serving": {"ttft_ms": noproc["ttft_ms"] - inproc["ttft_ms"],
-                         "decode_server": ratio(noproc, inproc, "server_tok_s"),
-                         "decode_client": ratio(noproc, inproc, "client_tok_s")},
-    }
-
-
-def goals(ratios: dict, idle_rss: float | None) -> dict:
-    vs, over = ratios["serve_vs_llama"], ratios["serve_vs_inproc"]
-    return {
-        "decode_vs_llama_server": goal(vs["decode_server"], GOALS["decode"], True),
-        "decode_vs_llama_client": goal(vs["decode_client"], GOALS["decode"], True),
-        "ttft_vs_llama": goal(vs["ttft"], GOALS["ttft"], False),
-        "overhead_ttft_ms": goal(over["ttft_ms"], GOALS["overhead_ms"], False),
-        "overhead_decode_server": goal(over["decode_server"], GOALS["overhead_decode"], True),
-        "overhead_decode_client": goal(over["decode_client"], GOALS["overhead_decode"], True),
-        "idle_rss_mb": goal(idle_rss, GOALS["idle_rss_mb"], False, strict=True),
-    }
-
-
-def _f(value: float | None, fmt: str) -> str:
-    return "n/a" if value is None else format(value, fmt)
-
-
-def _ok(g: dict) -> str:
-    return {True: "ok", False: "MISSED", None: "n/a"}[g["met"]]
-
-
-def report(result: dict) -> str:
-    c, s, r, g = result["config"], result["summary"], result["ratios"], result["goals"]
-    lines = ["", f"medians of {c['repetitions'] * c['rounds']} requests per side "
-             f"(prompt {c['prompt_tokens']} tokens, {c['tokens']} generated, {c['threads']} threads):",
-             f"  {'':<17} {'decode tok/s':>13} {'decode tok/s':>13} {'TTFT p50':>9} {'TTFT min-max':>15} "
-             f"{'prompt eval':>12} {'TTFT-prompt':>12} {'request':>9}",
-             f"  {'':<17} {'(server)':>13} {'(client)':>13} {'ms':>9} {'ms':>15} {'ms':>12} {'ms':>12} {'ms':>9}"]
-    for key, name in SIDES.items():
-        x = s[key]
-        mark = {k: "*" if k in x["noisy"] else " " for k in ("client_tok_s", "ttft_ms")}
-        lines.append(f"  {name:<17} {_f(x['server_tok_s'], '.2f'):>13} {_f(x['client_tok_s'], '.2f'):>12}"
-                     f"{mark['client_tok_s']} {_f(x['ttft_ms'], '.1f'):>8}{mark['ttft_ms']} "
-                     f"{x['ttft_min_ms']:>7.1f}-{x['ttft_max_ms']:<7.1f} "
-                     f"{_f(x['prompt_ms'], '.1f'):>12} {_f(x['outside_ms'], '.1f'):>12} "
-                     f"{_f(x['request_ms'], '.0f'):>9}")
-    lines.append("  (TTFT-prompt: p50 of TTFT minus the prompt evaluation the server reports: the request's own "
-                 "cost outside the model)")
-    if any(s[key]["noisy"] for key in SIDES):
-        lines.append("  * spread too wide to trust (CV > 10 % or range > 25 % of the median): "
-                     "more --repetitions / --rounds, or a quieter machine")
-    vs, ip = r["serve_vs_llama"], r["inproc_vs_llama"]
-    lines += ["", "slmctl serve / llama-server:",
-              f"  decode tok/s (server timings) {_f(vs['decode_server'], '.3f')}   goal >= {GOALS['decode']}: "
-              f"{_ok(g['decode_vs_llama_server'])}",
-              f"  decode tok/s (client side)    {_f(vs['decode_client'], '.3f')}   goal >= {GOALS['decode']}: "
-              f"{_ok(g['decode_vs_llama_client'])}",
-              f"  TTFT p50                      {_f(vs['ttft'], '.3f')}   goal <= {GOALS['ttft']}: "
-              f"{_ok(g['ttft_vs_llama'])}",
-              f"  (median of paired per-request ratios: decode {_f(vs['decode_client_paired'], '.3f')} client, "
-              f"TTFT {_f(vs['ttft_paired'], '.3f')})",
-              f"  (in process / llama-server: decode {_f(ip['decode_server'], '.3f')} server, "
-              f"{_f(ip['decode_client'], '.3f')} client; TTFT {_f(ip['ttft'], '.3f')})"]
-    o, rp, hs = r["serve_vs_inproc"], r["runner_process"], r["http_serving"]
-    lines += ["", "slmctl serve vs the same engine in process (what a request pays for HTTP + the runner process):",
-              f"  TTFT p50        {o['ttft_ms']:+7.1f} ms   goal <= +{GOALS['overhead_ms']:g} ms: "
-              f"{_ok(g['overhead_ttft_ms'])}   (TTFT-prompt: {o['outside_ms']:+.1f} ms)",
-              f"  decode tok/s    {_f(o['decode_server'], '.3f')} (server timings)   "
-              f"goal >= {GOALS['overhead_decode']}: {_ok(g['overhead_decode_server'])}",
-              f"                  {_f(o['decode_client'], '.3f')} (client side)      "
-              f"goal >= {GOALS['overhead_decode']}: {_ok(g['overhead_decode_client'])}",
-              f"                  {_f(o['decode_client_paired'], '.3f')} "
-              "(client side, median of paired per-request ratios)",
-              f"  request p50     {o['request_ms']:+7.1f} ms",
-              f"  of which HTTP + serving layer (serve, no runner - in process): TTFT {hs['ttft_ms']:+.1f} ms, "
-              f"decode {_f(hs['decode_server'], '.3f')} server / {_f(hs['decode_client'], '.3f')} client",
-              f"  of which the runner process (serve - serve, no runner):        TTFT {rp['ttft_ms']:+.1f} ms, "
-              f"decode {_f(rp['decode_server'], '.3f')} server / {_f(rp['decode_client'], '.3f')} client"]
-    rss = result["rss"]
-    loaded = rss["loaded"][-1] if rss["loaded"] else None
-    lines += ["", f"slmctl serve idle RSS, no model loaded: {_f(rss['idle_mb'], '.1f')} MB   "
-                  f"goal < {GOALS['idle_rss_mb']:g} MB: {_ok(g['idle_rss_mb'])}"]
-    if loaded:
-        lines.append(f"  (after the requests: server process {loaded['server_mb']:.1f} MB, "
-                     f"runner process {loaded['runner_mb']:.1f} MB)")
-    if "serve_process_cpu" in result:
-        cpu = result["serve_process_cpu"]
-        lines.append(f"  slmctl serve process CPU (HTTP + relay, runner excluded): {cpu['ms_per_request']:.0f} ms per "
-                     f"request, {cpu['us_per_token']:.0f} us per streamed token")
-    clients = {name: s[key]["client_us_per_token"] for key, name in SIDES.items() if s[key]["client_us_per_token"]}
-    if clients:
-        lines.append("  benchmark client CPU per streamed token (httpx): "
-                     + ", ".join(f"{name} {v:.0f} us" for name, v in clients.items()))
-    checks = result["checks"]
-    same = ", ".join(f"{name} {count}" for name, count in checks["same_text"].items())
-    lines += ["", f"checks: tokens per request {checks['tokens']}; prompt tokens {checks['prompt_tokens']} "
-                  "(llama-server counts the tokens it evaluated: it reuses the BOS cached from the previous request);",
-              f"        requests whose text equals llama-server's: {same}"]
-    return "\n".join(lines)
-
-
 # -- main ----------------------------------------------------------------------------------------
 def parse_args() -> argparse.Namespace:
     import psutil
@@ -757,8 +506,8 @@ def main() -> None:
         print(report(result))
     else:
         for side, x in summary.items():
-            print(f"{SIDES[side]:<17} decode {_f(x['server_tok_s'], '.2f')} tok/s "
-                  f"(client {_f(x['client_tok_s'], '.2f')}) TTFT p50 {_f(x['ttft_ms'], '.1f')} ms")
+            print(f"{SIDES[side]:<17} decode {figure(x['server_tok_s'], '.2f')} tok/s "
+                  f"(client {figure(x['client_tok_s'], '.2f')}) TTFT p50 {figure(x['ttft_ms'], '.1f')} ms")
 
 
 if __name__ == "__main__":
