@@ -2,8 +2,8 @@
 
 ``parse_template(text)`` compiles once (raising :class:`TemplateError`, exit code 4, whose message
 names the line, column and construct); ``Template.render(data)`` fills it in; ``render_template``
-does both. The lexer, parser and builtins live in ``gotemplate_lexer``, ``gotemplate_parser`` and
-``gotemplate_funcs``; this module owns the public API and the executor.
+does both. The lexer, parser, values and builtins live in ``gotemplate_lexer``, ``gotemplate_parser``,
+``gotemplate_funcs`` and ``gotemplate_builtins``; this module owns the public API and the executor.
 
 The subset: text and ``{{ pipeline }}`` actions, ``{{- ``/`` -}}`` trim markers, ``{{/* comments */}}``;
 fields ``.A.B``, ``$``, ``$x.A``, ``(pipeline).A``; ``if``/``else if``/``else``, ``with``/``else with``/
@@ -29,7 +29,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from slmctl.modelfile.gotemplate_funcs import FUNCS, FuncError, format_value, go_type, print_value, truth
+from slmctl.modelfile.gotemplate_builtins import FUNCS
+from slmctl.modelfile.gotemplate_funcs import FuncError, format_value, go_type, print_value, truth
 from slmctl.modelfile.gotemplate_lexer import RENDER_HINT, Source, TemplateError, lex, show
 from slmctl.modelfile.gotemplate_parser import (
     Action, Chain, Command, Field, Ident, If, Literal, Loop, Node, Parser, Pipe, Range, Text, Variable,
