@@ -36,7 +36,8 @@ def test_api_and_run_build_the_same_prompt(private_home: Path, tmp_path: Path) -
         expected = session.request_for("What is edge computing?").prompt
     serving = Serving(engine, None, ServeConfig(), settings, {})  # type: ignore[arg-type]
     target = serving.target("zephyr-like", None, None)
-    messages = serving.conversation(target, [ChatMessage("user", "What is edge computing?")])
+    messages, head = serving.conversation(target, [ChatMessage("user", "What is edge computing?")])
+    assert head == 3  # the model's SYSTEM and its two MESSAGE lines always stay
     assert serving.request(target, messages).prompt == expected
     assert expected == ("<|system|>\nAnswer briefly.</s>\n<|user|>\nhi</s>\n<|assistant|>\nhello</s>\n"
                         "<|user|>\nWhat is edge computing?</s>\n<|assistant|>\n")

@@ -150,11 +150,12 @@ async def chat(body: wire.ChatBody, http: Request) -> Any:
     if any(m.images for m in body.messages):
         raise UsageError(f"model '{target.name}' does not support images", "send text only")
     fmt = json_format(body.format)
-    messages = serving.conversation(target, chat_messages(body))
+    messages, head = serving.conversation(target, chat_messages(body))
+
     def make(kept: list[ChatMessage]) -> GenerateRequest:
         return serving.request(target, kept, json_format=fmt, tools=body.tools)
 
-    relay = await serving.start(target, lambda runner: serving.fit(runner, target, messages, make,
+    relay = await serving.start(target, lambda runner: serving.fit(runner, target, messages, head, make,
                                                                    truncate=body.truncate))
     name = target.name
     return await respond(http, relay, body.stream, lambda text: wire.chat_chunk(name, text),

@@ -115,9 +115,9 @@ class Serving:
         await self.run(self.scheduler.expire, target.plan.model)
 
     # -- generation -----------------------------------------------------------------------------
-    def conversation(self, target: Target, messages: Sequence[ChatMessage], *, replay: bool = True
-                     ) -> list[ChatMessage]:
-        """The model's system prompt (when the request brings none) and MESSAGE replay, then ``messages``."""
+    def conversation(self, target: Target, messages: Sequence[ChatMessage]) -> tuple[list[ChatMessage], int]:
+        """The model's system prompt (when the request brings none) and MESSAGE replay, then ``messages``;
+        and how many leading messages (those, and the request's leading system messages) always stay."""
         from slmctl.engine import compose_system
 
         out: list[ChatMessage] = []
@@ -125,23 +125,23 @@ class Serving:
             system = compose_system(target.defaults.system, target.defaults.documents)
             if system:
                 out.append(ChatMessage("system", system))
-        if replay:
-            out += target.defaults.messages
-        return out + list(messages)
+        out += target.defaults.messages
+        head = len(out)
+        while head - len(out) < len(messages) - 1 and messages[head - len(out)].role == "system":
+            head += 1
+        return out + list(messages), head
 
     def request(self, target: Target, messages: Sequence[ChatMessage], *, json_format: Any = None,
                 template: str | None = None, tools: list[dict[str, Any]] | None = None) -> GenerateRequest:
         return build_request(target.defaults, messages, target.sampling, json_format=json_format,
                              template=template, tools=tools)
 
-    def fit(self, runner: Runner, target: Target, messages: list[ChatMessage],
+    def fit(self, runner: Runner, target: Target, messages: list[ChatMessage], head: int,
             make: Callable[[list[ChatMessage]], GenerateRequest], *, truncate: bool) -> GenerateRequest:
         """The request for ``messages``, dropping the oldest turns when it would overflow the context and
-        ``truncate`` allows (leading system messages, the model's MESSAGE replay and the last message
-        stay); else a 400 naming both sizes. Blocking: runs on the pool (see :meth:`start`)."""
+        ``truncate`` allows (the first ``head`` messages and the last one stay); else a 400 naming both
+        sizes. Blocking: runs on the pool (see :meth:`start`)."""
         context = runner.info.context_length
-        head = sum(1 for m in messages if m.role == "system") if messages and messages[0].role == "system" else 0
-        head += len(target.defaults.messages)
         kept, size = fit_conversation(messages, lambda c: len(runner.call("prompt_tokens", make(c))),
                                       context if truncate else None, head)
         if size >= context:
