@@ -152,8 +152,8 @@ class ProcessRunner(Runner):
                 with self._lock:
                     channel = self._channels.pop(ident, None)
                 if channel is not None:
+                    self.release()  # first: a keep_alive 0 unload is under way before the client hears "done"
                     channel.done(message[2]) if kind == "done" else channel.fail(decode_error(message[2]))
-                    self.release()
             elif kind in ("result", "call_error"):
                 with self._lock:
                     future = self._calls.pop(ident, None)

@@ -155,6 +155,25 @@ def run_job(model: LoadedModel, job: Job) -> None:
     job.sink.done(generation.stats or Stats())
 
 
+class _Releasing:
+    """A sink that counts its job as finished just before passing the end on, so that whoever hears
+    "done" finds the runner already idle (a ``keep_alive: 0`` unload already under way)."""
+
+    def __init__(self, sink: Sink, release: Callable[[], None]) -> None:
+        self._sink, self._release = sink, release
+
+    def chunk(self, text: str) -> None:
+        self._sink.chunk(text)
+
+    def done(self, stats: Stats) -> None:
+        self._release()
+        self._sink.done(stats)
+
+    def fail(self, error: BaseException) -> None:
+        self._release()
+        self._sink.fail(error)
+
+
 class ThreadRunner(Runner):
     """The model in this process, driven by one worker thread."""
 
@@ -201,9 +220,9 @@ class ThreadRunner(Runner):
     def _work(self) -> None:
         while (job := self._jobs.get()) is not None:
             try:
-                run_job(self.model, job)
-            finally:
-                self.release()
+                run_job(self.model, Job(job.request, _Releasing(job.sink, self.release), job.cancel))
+            except Exception:  # noqa: BLE001 - a sink that cannot take the end has nobody left to tell
+                pass
 
     def close(self) -> None:
         if self._closed:
