@@ -207,3 +207,17 @@ def test_readyz_names_a_preload_that_failed(serve_home: Path, tmp_path: Path) ->
         assert httpx.get(f"{served.url}/livez").status_code == 200
     finally:
         served.stop()
+
+
+def test_runners_never_outlive_a_killed_server(serve_home: Path, tmp_path: Path) -> None:
+    import psutil
+
+    served = Served(serve_home, log_dir=tmp_path)
+    httpx.post(f"{served.url}/api/generate", json={"model": "phi4:mini", "keep_alive": -1}, timeout=60)
+    runners = served.runner_pids()
+    assert runners
+    served.stop(signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in runners):
+        assert time.monotonic() < deadline, "a runner process outlived its server"
+        time.sleep(0.1)
