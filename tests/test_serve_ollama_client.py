@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import ollama
 import pytest
 
 from serve_fixtures import Served
+
+if TYPE_CHECKING:
+    from hub_fixtures import HubServer
 
 SCHEMA = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
           "required": ["name", "age"]}
@@ -125,5 +129,28 @@ def test_create_from_modelfile_fields_and_uploaded_blob(private_home: Path, tiny
         assert answer.eval_count == 3
         bad = httpx.post(f"{served.url}/api/blobs/sha256:{'0' * 64}", content=b"not that")
         assert bad.status_code == 400 and "digest" in bad.json()["error"]
+    finally:
+        assert served.stop() == 0
+
+
+def test_pull_streams_the_pull_services_events(tmp_path: Path, hub: "HubServer") -> None:
+    from hub_fixtures import hub_env
+
+    home = tmp_path / "empty-home"
+    home.mkdir()
+    served = Served(home, env=hub_env(hub))
+    try:
+        client = ollama.Client(host=served.url)
+        with pytest.raises(ollama.ResponseError) as err:  # corrupted in transit (its bytes are not stored yet)
+            list(client.pull("hf.co/test/bad-GGUF", stream=True))
+        assert "digest mismatch" in str(err.value)
+        events = list(client.pull("hf.co/test/tiny-GGUF", stream=True))
+        statuses = [e.status for e in events]
+        assert statuses[0] == "pulling manifest" and statuses[-1] == "success"
+        assert "verifying sha256 digest" in statuses and "writing manifest" in statuses
+        progress = [e for e in events if e.completed is not None]
+        assert progress and progress[-1].completed == progress[-1].total
+        assert client.generate(model="hf.co/test/tiny-GGUF", prompt="hi", options={"num_predict": 2}).eval_count == 2
+        assert client.pull("hf.co/test/tiny-GGUF").status == "success"  # not streamed: the last event
     finally:
         assert served.stop() == 0
