@@ -79,7 +79,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import base_parser, import_model, remove_home_on_sigterm, write_output  # noqa: E402
 from bench_core import build_model  # noqa: E402
 
-from _llama_server import DEFAULT_SERVER_DIR, LLAMA_CPP_PYTHON_VERSION, build_llama_server, llama_server_version  # noqa: E402
+from _llama_server import (  # noqa: E402
+    DEFAULT_SERVER_DIR,
+    LLAMA_CPP_PYTHON_VERSION,
+    build_llama_server,
+    llama_server_version,
+)
 from _serve_report import SIDES, figure, compare, goals, report, summarize_side  # noqa: E402
 
 

@@ -5,8 +5,8 @@ socket pair; both ends speak :mod:`multiprocessing.connection` messages (pickled
 sends ``("load", plan)``, then ``("generate", id, request)``, ``("cancel", id)``, ``("call", id, method,
 args)`` and ``("close",)``; the child answers ``("loaded", info)`` or ``("failed", error)``, then
 ``("chunk", id, text)``, ``("done", id, stats)``, ``("error", id, error)`` and ``("result", id, value)``.
-A reader thread dispatches the child's messages to each request's sink (a :class:`~slmctl.engine.runner.Channel`,
-or the server's relay, which hands them straight to the event loop).
+A reader thread (or, in ``serve``, the event loop itself) dispatches the child's messages to each
+request's sink (a :class:`~slmctl.engine.runner.Channel`, or the server's relay).
 When the child dies (segfault, ``kill -9``, out of memory), every request in flight fails with
 :class:`~slmctl.errors.RunnerCrashed` and the runner reports itself dead, so the scheduler starts a
 fresh one for the next request. Only this module and the child know the message vocabulary.
@@ -14,6 +14,7 @@ fresh one for the next request. Only this module and the child know the message 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -66,8 +67,8 @@ def _describe_exit(code: int | None) -> str:
 class ProcessRunner(Runner):
     """A model loaded in a child process, driven through a socket pair."""
 
-    def __init__(self, plan: LoadPlan, *, env: Mapping[str, str] | None = None,
-                 load_timeout: float = 600.0) -> None:
+    def __init__(self, plan: LoadPlan, *, env: Mapping[str, str] | None = None, load_timeout: float = 600.0,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:
         super().__init__()
         self.plan = plan
         parent_sock, child_sock = socket.socketpair()
@@ -89,8 +90,14 @@ class ProcessRunner(Runner):
         self._closing = False
         self.info = self._handshake(plan, load_timeout)
         self.info = replace(self.info, load_duration=time.perf_counter_ns() - start)
-        self._reader = threading.Thread(target=self._read, name=f"runner-reader:{plan.model}", daemon=True)
-        self._reader.start()
+        self._loop = loop
+        self._fd = self._conn.fileno()
+        self._reader: threading.Thread | None = None
+        if loop is None:
+            self._reader = threading.Thread(target=self._read, name=f"runner-reader:{plan.model}", daemon=True)
+            self._reader.start()
+        else:  # the event loop reads the socket itself: no thread hop per chunk
+            loop.call_soon_threadsafe(loop.add_reader, self._fd, self._readable)
 
     @property
     def pid(self) -> int:
@@ -138,30 +145,43 @@ class ProcessRunner(Runner):
             return False
 
     def _read(self) -> None:
+        """The reader thread (no event loop given): one message at a time until the child is gone."""
         while True:
             try:
                 message = self._conn.recv()
             except (EOFError, OSError):
                 break
-            kind, ident = message[0], message[1]
-            if kind == "chunk":
-                channel = self._channels.get(ident)
-                if channel is not None:
-                    channel.chunk(message[2])
-            elif kind in ("done", "error"):
-                with self._lock:
-                    channel = self._channels.pop(ident, None)
-                if channel is not None:
-                    self.release()  # first: a keep_alive 0 unload is under way before the client hears "done"
-                    channel.done(message[2]) if kind == "done" else channel.fail(decode_error(message[2]))
-            elif kind in ("result", "call_error"):
-                with self._lock:
-                    future = self._calls.pop(ident, None)
-                if future is not None:
-                    future.set_result(message[2]) if kind == "result" else future.set_exception(
-                        decode_error(message[2]))
-                    self.release()
+            self._dispatch(message)
         self._died()
+
+    def _readable(self) -> None:
+        """On the event loop, when the socket has data: every message that has arrived."""
+        try:
+            while self._conn.poll():
+                self._dispatch(self._conn.recv())
+        except (EOFError, OSError, ValueError):
+            assert self._loop is not None
+            self._loop.remove_reader(self._fd)
+            threading.Thread(target=self._died, name="runner-died", daemon=True).start()
+
+    def _dispatch(self, message: tuple[Any, ...]) -> None:
+        kind, ident = message[0], message[1]
+        if kind == "chunk":
+            channel = self._channels.get(ident)
+            if channel is not None:
+                channel.chunk(message[2])
+        elif kind in ("done", "error"):
+            with self._lock:
+                channel = self._channels.pop(ident, None)
+            if channel is not None:
+                self.release()  # first: a keep_alive 0 unload is under way before the client hears "done"
+                channel.done(message[2]) if kind == "done" else channel.fail(decode_error(message[2]))
+        elif kind in ("result", "call_error"):
+            with self._lock:
+                future = self._calls.pop(ident, None)
+            if future is not None:
+                future.set_result(message[2]) if kind == "result" else future.set_exception(decode_error(message[2]))
+                self.release()
 
     def _died(self) -> None:
         """The child is gone: fail everything in flight, once."""
@@ -231,6 +251,23 @@ class ProcessRunner(Runner):
         except subprocess.TimeoutExpired:
             self._process.kill()
             self._process.wait()
-        if threading.current_thread() is not self._reader:
+        if self._reader is not None and threading.current_thread() is not self._reader:
             self._reader.join(timeout=5)
+        if self._loop is not None:
+            self._detach_from_loop()
         self._conn.close()
+
+    def _detach_from_loop(self) -> None:
+        """Stop the event loop watching the socket before it closes (its number may be reused at once)."""
+        assert self._loop is not None
+        detached = threading.Event()
+
+        def detach() -> None:
+            self._loop.remove_reader(self._fd)  # type: ignore[union-attr]
+            detached.set()
+
+        try:
+            self._loop.call_soon_threadsafe(detach)
+        except RuntimeError:
+            return  # the loop is closed: nothing watches the socket any more
+        detached.wait(timeout=5)

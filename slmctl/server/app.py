@@ -18,7 +18,8 @@ from typing import Any
 from fastapi import FastAPI
 
 from slmctl import __version__
-from slmctl.engine import Engine, Scheduler, SchedulerSettings
+from slmctl.engine import Engine, LoadPlan, Scheduler, SchedulerSettings
+from slmctl.engine.runner import Runner
 from slmctl.server import errors, health, ollama_models, ollama_routes
 from slmctl.server.config import ServeConfig
 from slmctl.server.serving import Serving
@@ -66,13 +67,22 @@ async def _preload(app: FastAPI) -> None:
 def create_app(config: ServeConfig, settings: Settings, env: Mapping[str, str], *,
                engine: Engine | None = None) -> FastAPI:
     engine = engine or Engine(_store(settings))
+    loops: list[asyncio.AbstractEventLoop] = []  # the server's event loop, once it runs
+
+    def runner_process(plan: LoadPlan) -> Runner:
+        from slmctl.engine.process_runner import ProcessRunner
+
+        return ProcessRunner(plan, load_timeout=scheduler.settings.load_timeout, loop=loops[0] if loops else None)
+
     scheduler = Scheduler(SchedulerSettings(keep_alive=config.keep_alive, max_loaded=config.max_loaded,
                                             parallel=config.parallel, max_queue=config.queue,
-                                            isolate=config.isolate))
+                                            isolate=config.isolate),
+                          runner_factory=runner_process if config.isolate else None)
     serving = Serving(engine, scheduler, config, settings, env)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        loops.append(asyncio.get_running_loop())
         log.info("slmctl %s serving on %s:%d (store: %s)", __version__, config.host, config.port,
                  settings.models_dir)
         preload = asyncio.create_task(_preload(app))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -31,6 +32,7 @@ class Relay:
 
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self._queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         self._cancel: Callable[[], None] = lambda: None
         self._submitted = time.perf_counter_ns()
@@ -45,6 +47,9 @@ class Relay:
 
     # -- the sink side (any thread) ----------------------------------------------------------------
     def _post(self, item: tuple[str, Any]) -> None:
+        if threading.get_ident() == self._loop_thread:  # a runner read on the event loop itself
+            self._queue.put_nowait(item)
+            return
         try:
             self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
         except RuntimeError:  # the loop is gone (server stopping): nobody is listening any more
