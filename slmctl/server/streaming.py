@@ -104,8 +104,7 @@ def ndjson_line(obj: Any) -> bytes:
     return (json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
 
 
-async def ndjson_lines(first: list[Any], rest: AsyncIterator[Any],
-                       on_error: Callable[[BaseException], Any] | None = None) -> AsyncIterator[bytes]:
+async def ndjson_lines(first: list[Any], rest: AsyncIterator[Any]) -> AsyncIterator[bytes]:
     """Serialise ``first`` then ``rest``; an error mid-stream ends the body with ``{"error": ...}``."""
     for obj in first:
         yield ndjson_line(obj)
@@ -115,7 +114,7 @@ async def ndjson_lines(first: list[Any], rest: AsyncIterator[Any],
     except Exception as error:  # noqa: BLE001 - the status line is gone: report in the body
         if not isinstance(error, SlmctlError):
             log.exception("error while streaming")
-        yield ndjson_line(on_error(error) if on_error else {"error": error_message(error)})
+        yield ndjson_line({"error": error_message(error)})
 
 
 def ndjson_response(first: list[Any], rest: AsyncIterator[Any], status_code: int = 200) -> Any:
