@@ -44,32 +44,10 @@ async def tags(http: Request) -> dict[str, Any]:
     return {"models": [wire.tags_entry(m) for m in manifests]}
 
 
-def show_object(serving: Serving, name: str) -> dict[str, Any]:
-    from slmctl.modelinfo import capabilities, modelfile_text, parameters_text, show_info
-
-    manifest = serving.manifest(name)
-    info = show_info(serving.engine, manifest)
-    d = manifest.details
-    arch = d.architecture or manifest.format
-    model_info = {"general.architecture": arch, "general.parameter_count": d.parameter_count,
-                  f"{arch}.context_length": d.context_length}
-    return {
-        "license": info["license"] or "",
-        "modelfile": modelfile_text(serving.engine, manifest),
-        "parameters": parameters_text(serving.engine.defaults(manifest)),
-        "template": info["template"] or "",
-        "system": info["system"] or "",
-        "details": wire.details(manifest),
-        "model_info": {k: v for k, v in model_info.items() if v is not None},
-        "capabilities": capabilities(manifest, serving.engine.defaults(manifest).template),
-        "modified_at": wire.timestamp(manifest.created_at),
-    }
-
-
 @router.post("/api/show")
 async def show(body: wire.ModelBody, http: Request) -> dict[str, Any]:
     serving = serving_of(http)
-    return await serving.run(show_object, serving, body.model)
+    return await serving.run(lambda: wire.show_object(serving.engine, serving.manifest(body.model)))
 
 
 def ps_models(serving: Serving) -> list[dict[str, Any]]:

@@ -206,6 +206,29 @@ def tags_entry(manifest: Any) -> dict[str, Any]:
             "details": details(manifest)}
 
 
+def show_object(engine: Any, manifest: Any) -> dict[str, Any]:
+    """``POST /api/show``: the Modelfile, parameters, template, details, model_info and capabilities."""
+    from slmctl.modelinfo import capabilities, modelfile_text, parameters_text, show_info
+
+    info = show_info(engine, manifest)
+    defaults = engine.defaults(manifest)
+    d = manifest.details
+    arch = d.architecture or manifest.format
+    model_info = {"general.architecture": arch, "general.parameter_count": d.parameter_count,
+                  f"{arch}.context_length": d.context_length}
+    return {
+        "license": info["license"] or "",
+        "modelfile": modelfile_text(engine, manifest),
+        "parameters": parameters_text(defaults),
+        "template": info["template"] or "",
+        "system": info["system"] or "",
+        "details": details(manifest),
+        "model_info": {k: v for k, v in model_info.items() if v is not None},
+        "capabilities": capabilities(manifest, defaults.template),
+        "modified_at": timestamp(manifest.created_at),
+    }
+
+
 def ps_entry(manifest: Any, *, size: int, size_vram: int, expires_at: datetime | None,
              context_length: int) -> dict[str, Any]:
     """One model of ``GET /api/ps`` (and of ``slmctl ps --json``). ``expires_at`` None = never."""
