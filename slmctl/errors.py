@@ -23,6 +23,11 @@ class ExitCode(IntEnum):
     NETWORK = 5
     INTEGRITY = 6
     UNAVAILABLE = 7
+    #: ``slmctl bench --baseline``: no configuration of the run is in the baseline, so nothing was compared
+    #: (the baseline was recorded with other models or settings); not a regression (1), not a bad file (4).
+    NOTHING_COMPARED = 8
+    #: ``run --format``: the answer was printed but is not complete JSON (cut off, or it does not parse).
+    INCOMPLETE = 9
     INTERRUPTED = 130
 
 
@@ -101,6 +106,13 @@ class Interrupted(SlmctlError):
 
     def __init__(self, message: str = "interrupted", hint: str | None = None) -> None:
         super().__init__(message, hint)
+
+
+class NothingCompared(SlmctlError):
+    """``bench --baseline`` matched no configuration of the run: the gate compared nothing."""
+
+    exit_code = ExitCode.NOTHING_COMPARED
+    http_status = 409
 
 
 class ContextOverflow(OperationFailed):

@@ -8,8 +8,10 @@ figures got worse. A figure *regresses* when both hold:
 * the difference of the medians exceeds the measured noise, ``NOISE_FACTOR * sqrt(stdev_a^2 + stdev_b^2)``
   (2 standard deviations of the difference), so a noisy machine does not fail the gate by chance.
 
-Configurations present on one side only are not failures: :func:`unmatched` lists them separately.
-Figures missing on either side (no successful run) are not compared.
+Configurations present on one side only are not failures by themselves: :func:`unmatched` lists them
+separately (text and JSON reports). But a gate that matched *no* configuration compared nothing and must
+not pass: :func:`require_match` raises :class:`NothingCompared` (exit code 8). Figures missing on either
+side (no successful run) are not compared.
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
 from slmctl.bench.model import FIGURES, SCHEMA_VERSION, BenchDocument
 from slmctl.bench.report import FIGURE_LABELS, format_with_unit
-from slmctl.errors import InvalidModelFile, UsageError
+from slmctl.errors import InvalidModelFile, NothingCompared, UsageError
 
 NOISE_FACTOR = 2.0
 
@@ -94,6 +97,24 @@ def unmatched(current: BenchDocument, baseline: BenchDocument) -> Unmatched:
                      only_baseline=[k for k in old if k not in now_set])
 
 
+def matched(current: BenchDocument, baseline: BenchDocument) -> list[str]:
+    """The configuration keys of ``current`` that the baseline has too (the ones the gate compares)."""
+    old = {s.key for s in baseline.summary}
+    return [s.key for s in current.summary if s.key in old]
+
+
+def require_match(current: BenchDocument, baseline: BenchDocument, *, source: object = "the baseline") -> None:
+    """Raise :class:`NothingCompared` when no configuration of ``current`` is in ``baseline``."""
+    if matched(current, baseline):
+        return
+    runs, olds = len(current.summary), len(baseline.summary)
+    raise NothingCompared(
+        f"the regression gate compared nothing: none of the {runs} configuration(s) of this run is among the "
+        f"{olds} of the baseline {source} (recorded with other models or settings)",
+        "run with the baseline's models and flags (its configurations are listed above), or record a new "
+        "baseline with `slmctl bench ... --output FILE`")
+
+
 _THRESHOLD = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*(%?)\s*$")
 
 
@@ -145,10 +166,13 @@ def load_document(path: Path) -> BenchDocument:
                                f" ({exc.error_count()} problem(s))", hint, details=str(exc)) from exc
 
 
-def gate_text(regressions: list[Regression], unmatched: Unmatched | None = None) -> str:
-    """Names each figure that got worse (and, when given, the configurations not compared)."""
+def gate_text(regressions: list[Regression], unmatched: Unmatched | None = None, *,
+              compared: int | None = None) -> str:
+    """Names each figure that got worse and, when given, the configurations not compared on each side."""
     lines: list[str] = []
-    if regressions:
+    if compared == 0:
+        lines.append("no configuration matched the baseline: nothing was compared")
+    elif regressions:
         lines.append(f"{len(regressions)} regression(s) against the baseline:")
         for r in regressions:
             label = FIGURE_LABELS.get(r.figure, (r.figure, ""))[0]
@@ -159,9 +183,31 @@ def gate_text(regressions: list[Regression], unmatched: Unmatched | None = None)
                          f" noise ±{format_with_unit(r.figure, r.noise)})")
     else:
         lines.append("no regression against the baseline")
+    if compared is not None and compared > 0:
+        lines.append(f"compared {compared} configuration(s)")
     if unmatched:
-        for key in unmatched.only_current:
-            lines.append(f"  not in the baseline (not compared): {key}")
-        for key in unmatched.only_baseline:
-            lines.append(f"  only in the baseline (not run now): {key}")
+        if unmatched.only_current:
+            lines.append(f"{len(unmatched.only_current)} configuration(s) of this run not in the baseline"
+                         " (not compared):")
+            lines += [f"  {key}" for key in unmatched.only_current]
+        if unmatched.only_baseline:
+            lines.append(f"{len(unmatched.only_baseline)} configuration(s) only in the baseline (not run now):")
+            lines += [f"  {key}" for key in unmatched.only_baseline]
     return "\n".join(lines) + "\n"
+
+
+def gate_json(regressions: list[Regression], unmatched: Unmatched, *, compared: list[str],
+              baseline: str | None, max_regression: float) -> dict[str, Any]:
+    """The gate's verdict as a JSON-ready object (``slmctl bench --json --baseline``)."""
+    return {
+        "baseline": baseline,
+        "max_regression": max_regression,
+        "passed": bool(compared) and not regressions,
+        "compared": list(compared),
+        "regressions": [{"key": r.key, "figure": r.figure, "baseline_median": r.baseline_median,
+                         "current_median": r.current_median,
+                         "change": None if math.isinf(r.change) else r.change, "noise": r.noise,
+                         "higher_is_better": r.higher_is_better} for r in regressions],
+        "unmatched": {"only_current": list(unmatched.only_current),
+                      "only_baseline": list(unmatched.only_baseline)},
+    }

@@ -30,7 +30,8 @@ app = typer.Typer(
     epilog="Examples:\n\n  slmctl import ./model.gguf --name mymodel\n\n  slmctl run mymodel \"Explain quantum computing\"\n\n"
     "  cat notes.txt | slmctl run mymodel \"Summarise this\" --json\n\n"
     "Exit codes: 0 ok, 1 failure, 2 usage, 3 model not found, 4 invalid model file, 5 network, "
-    "6 integrity, 7 device unavailable, 130 interrupted.",
+    "6 integrity, 7 device unavailable, 8 bench --baseline compared nothing, 9 run --format answer not "
+    "complete JSON, 130 interrupted.",
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,

@@ -41,9 +41,11 @@ COMMAND = {
               "process during load and generation; without --isolate it includes what earlier runs left "
               "in the process.\n\n"
               "With --baseline, figures worse than the baseline's median by more than --max-regression fail "
-              "the run (exit 1) and are listed on stderr.\n\n"
+              "the run (exit 1) and are listed on stderr, with the configurations found on one side only; "
+              "a baseline that matches no configuration of the run (other models or settings) fails it "
+              "with exit 8. With --json that verdict is one JSON line on stderr.\n\n"
               "Exit codes: 0 ok (and no regression), 1 failure or a regression against --baseline, 2 usage, "
-              "3 model not found, 7 device unavailable.",
+              "3 model not found, 7 device unavailable, 8 --baseline matched no configuration (nothing compared).",
 }
 
 _LIST = "N[,N...]"
@@ -82,7 +84,8 @@ def command(
     history: bool = typer.Option(False, "--history", help="List past benchmark runs (no MODEL), then exit."),
     baseline: Optional[Path] = typer.Option(
         None, "--baseline", metavar="OLD.json",
-        help="Compare with an earlier JSON result; exit 1 when a figure regressed."),
+        help="Compare with an earlier JSON result; exit 1 when a figure regressed, 8 when no configuration "
+             "matched."),
     max_regression: Optional[str] = typer.Option(
         None, "--max-regression", metavar="PCT", help="Largest tolerated regression with --baseline (default 5%)."),
 ) -> None:
@@ -167,7 +170,7 @@ def bench(app: Any, *, models: list[str], backend: Any = None, device: Any = Non
         write_plot(document, plot)
         app.stderr.write(f"plot written to {plot}\n")
     if gate is not None:
-        _gate(app, document, *gate, baseline=baseline)
+        _gate(app, document, *gate, baseline=baseline, fmt=fmt)
 
 
 def _measure(app: Any, engine: Any, manifests: dict[str, Any], configs: list[Any], *, repetitions: int,
@@ -266,16 +269,25 @@ def _emit(app: Any, document: Any, *, fmt: str | None, output: Path | None) -> N
         _write(app.stdout, _render(document, fmt, width=width, color=app.color and fmt is None))
 
 
-def _gate(app: Any, document: Any, baseline_doc: Any, threshold: float, *, baseline: Path | None) -> None:
-    """Compare with the baseline: the verdict on stderr; exit 1 when anything regressed."""
-    from slmctl.bench.gate import compare, gate_text, unmatched
+def _gate(app: Any, document: Any, baseline_doc: Any, threshold: float, *, baseline: Path | None,
+          fmt: str | None = None) -> None:
+    """Compare with the baseline: the verdict on stderr (one JSON line with --json, else text), listing the
+    configurations unmatched on each side; exit 1 when anything regressed, 8 when nothing was compared."""
+    import json
+
+    from slmctl.bench.gate import compare, gate_json, gate_text, matched, require_match, unmatched
 
     regressions = compare(document, baseline_doc, threshold)
     missing = unmatched(document, baseline_doc)
-    app.stderr.write(f"baseline {baseline} (max regression {threshold * 100:g}%): ")
-    _write(app.stderr, gate_text(regressions, missing))
-    if len(missing.only_current) == len(document.summary):
-        app.stderr.write("warning: no configuration of this run is in the baseline; nothing was compared\n")
+    compared = matched(document, baseline_doc)
+    if fmt == "json":
+        verdict = gate_json(regressions, missing, compared=compared, max_regression=threshold,
+                            baseline=None if baseline is None else str(baseline))
+        _write(app.stderr, json.dumps(verdict, ensure_ascii=False))
+    else:
+        app.stderr.write(f"baseline {baseline} (max regression {threshold * 100:g}%): ")
+        _write(app.stderr, gate_text(regressions, missing, compared=len(compared)))
+    require_match(document, baseline_doc, source=baseline if baseline is not None else "the baseline")
     if regressions:
         raise typer.Exit(1)
 

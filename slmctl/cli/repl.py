@@ -126,6 +126,13 @@ class Repl:
         self._say("\n")
         if self.verbose and generation.stats is not None:
             self._say("\n".join(stats_lines(generation.stats)) + "\n")
+        if generation.stats is not None and generation.stats.done_reason != "cancel":
+            from slmctl.cli.run import format_problem
+
+            problem = format_problem(self.session.json_format, generation.text, generation.stats,
+                                     num_predict=self.session.options()[1].num_predict)
+            if problem is not None:
+                self.app.stderr.write(f"warning: {problem}\n")
 
     # -- slash commands ------------------------------------------------------------------------
     def command(self, line: str) -> str | None:

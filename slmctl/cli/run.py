@@ -148,3 +148,40 @@ def answer(app: Any, session: Any, text: str, *, verbose: bool, json_output: boo
             out.flush()
     if verbose and generation.stats is not None:
         app.stderr.write("\n".join(stats_lines(generation.stats)) + "\n")
+    problem = format_problem(session.json_format, generation.text, generation.stats,
+                             num_predict=session.options()[1].num_predict)
+    if problem is not None:
+        from slmctl.errors import ExitCode
+
+        app.stderr.write(f"warning: {problem}\n")
+        raise typer.Exit(int(ExitCode.INCOMPLETE))
+
+
+def format_problem(json_format: Any, text: str, stats: Any, *, num_predict: int = -1) -> str | None:
+    """Why an answer asked for with ``--format`` is not the JSON it promised; None when it is.
+
+    A generation that ended on its token limit (``done_reason`` "length": ``--max-tokens``/``num_predict``
+    or the end of the context) is cut off even when what it printed happens to parse.
+    """
+    if json_format is None:
+        return None
+    import json
+
+    what = "JSON" if json_format == "json" else "JSON for the --format schema"
+    try:
+        json.loads(text)
+        parse_error = None
+    except ValueError as exc:
+        parse_error = exc
+    if stats is not None and stats.done_reason == "length":
+        if 0 <= num_predict <= stats.eval_count:
+            cause = f"the --max-tokens / num_predict limit of {num_predict}"
+            fix = "raise --max-tokens"
+        else:
+            cause = "the end of the context"
+            fix = "shorten the prompt or raise --param num_ctx"
+        verdict = f"it is not complete {what}" if parse_error else f"it may not be complete {what}"
+        return f"the answer was cut off after {stats.eval_count} token(s) by {cause}: {verdict} ({fix})"
+    if parse_error is not None:
+        return f"the answer is not valid {what} ({parse_error})"
+    return None
