@@ -2,8 +2,9 @@
 
 ``parse_template(text)`` compiles once (raising :class:`TemplateError`, exit code 4, whose message
 names the line, column and construct); ``Template.render(data)`` fills it in; ``render_template``
-does both. The lexer, parser, values and builtins live in ``gotemplate_lexer``, ``gotemplate_parser``,
-``gotemplate_funcs`` and ``gotemplate_builtins``; this module owns the public API and the executor.
+does both. The lexer, parser, tree, values and builtins live in ``gotemplate_lexer``,
+``gotemplate_parser``, ``gotemplate_nodes``, ``gotemplate_funcs`` and ``gotemplate_builtins``; this
+module owns the public API and the executor.
 
 The subset: text and ``{{ pipeline }}`` actions, ``{{- ``/`` -}}`` trim markers, ``{{/* comments */}}``;
 fields ``.A.B``, ``$``, ``$x.A``, ``(pipeline).A``; ``if``/``else if``/``else``, ``with``/``else with``/
@@ -32,9 +33,10 @@ from typing import Any
 from slmctl.modelfile.gotemplate_builtins import FUNCS
 from slmctl.modelfile.gotemplate_funcs import FuncError, format_value, go_type, print_value, truth
 from slmctl.modelfile.gotemplate_lexer import RENDER_HINT, Source, TemplateError, lex, show
-from slmctl.modelfile.gotemplate_parser import (
-    Action, Chain, Command, Field, Ident, If, Literal, Loop, Node, Parser, Pipe, Range, Text, Variable,
+from slmctl.modelfile.gotemplate_nodes import (
+    Action, Chain, Command, Field, Ident, If, Literal, Loop, Node, Pipe, Range, Text, Variable,
 )
+from slmctl.modelfile.gotemplate_parser import Parser
 
 __all__ = ["Template", "TemplateError", "parse_template", "render_template"]
 
