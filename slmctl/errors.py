@@ -63,6 +63,16 @@ class UsageError(SlmctlError):
     http_status = 400
 
 
+class CommandLineError(UsageError):
+    """A command line that could not be parsed (unknown command or option, missing argument, bad value):
+    the CLI prints the command's usage line between the error and the hint."""
+
+    def __init__(self, message: str, hint: str | None = None, *, usage: str | None = None) -> None:
+        super().__init__(message, hint)
+        #: ``slmctl run [OPTIONS] NAME [PROMPT]...``
+        self.usage = usage
+
+
 class ModelNotFound(SlmctlError):
     """The model is not in the store (nor in the catalog, nor at the source)."""
 

@@ -1,4 +1,5 @@
-"""The Typer command tree, the global options, and the one place errors become exit codes.
+"""The Typer command tree, the global options, and the one place errors become exit codes (Click's
+command-line errors included: :mod:`slmctl.cli.usage` words them, :func:`_report` prints them).
 
 Command modules are small and import their services lazily, inside the command body, so that
 ``slmctl --help`` never imports a runtime (or even pydantic).
@@ -21,10 +22,12 @@ from slmctl.cli import (
     bench, copy, create, doctor, embed, export, import_, list_, ps, pull, remove, run, serve, show, stop, verify,
 )
 from slmctl.cli.context import AppContext
-from slmctl.errors import ExitCode, Interrupted, SlmctlError
+from slmctl.cli.usage import Command, Group, command_line_error
+from slmctl.errors import CommandLineError, ExitCode, Interrupted, SlmctlError
 
 app = typer.Typer(
     name="slmctl",
+    cls=Group,
     help="Run small language models locally: GGUF through llama.cpp, ONNX through ONNX Runtime GenAI, "
     "one shared model store.",
     epilog="Examples:\n\n  slmctl import ./model.gguf --name mymodel\n\n  slmctl run mymodel \"Explain quantum computing\"\n\n"
@@ -76,7 +79,7 @@ def _guard(func: Callable[..., Any]) -> Callable[..., Any]:
 
 for _module in (import_, export, create, list_, show, remove, copy, verify, pull, run, embed, serve, ps, stop, doctor,
                 bench):
-    app.command(**_module.COMMAND)(_guard(_module.command))
+    app.command(**_module.COMMAND, cls=Command)(_guard(_module.command))
 app.add_typer(bench.models_app, name="models")
 
 
@@ -86,6 +89,8 @@ def _report(error: BaseException, debug: bool) -> int:
         traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
     if isinstance(error, SlmctlError):
         print(f"error: {error.message}", file=sys.stderr)
+        if isinstance(error, CommandLineError) and error.usage:
+            print(f"usage: {error.usage}", file=sys.stderr)
         if error.hint:
             print(f"hint: {error.hint}", file=sys.stderr)
         if debug and error.details:
@@ -103,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args or os.environ.get("SLMCTL_DEBUG", "").lower() in {"1", "true", "yes", "on"}
     try:
-        app(args=args, prog_name="slmctl")
+        code = _invoke(args)
     except SystemExit:
         raise
     except KeyboardInterrupt:
@@ -114,6 +119,28 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(int(ExitCode.FAILURE))
     except Exception as error:  # noqa: BLE001 - the CLI edge: every error becomes an exit code
         sys.exit(_report(error, debug))
+    sys.exit(code)
+
+
+def _invoke(args: list[str]) -> int:
+    """Run the command line; Click's own errors (a bad command line) become slmctl errors here.
+
+    Click runs in non-standalone mode so that it prints nothing itself: an unknown command or option,
+    a missing argument or a bad value becomes a :class:`~slmctl.errors.CommandLineError` (exit 2),
+    reported like every other error. ``slmctl`` alone (or ``slmctl models``) still prints the help.
+    """
+    command = typer.main.get_command(app)
+    try:
+        result = command.main(args=args, prog_name="slmctl", standalone_mode=False)
+    except typer.Abort:
+        raise KeyboardInterrupt() from None
+    except typer.TyperException as error:  # Click's exceptions (Typer vendors Click)
+        if type(error).__name__ == "NoArgsIsHelpError":
+            error.show()  # type: ignore[attr-defined]
+            return int(getattr(error, "exit_code", ExitCode.USAGE))
+        raise command_line_error(error) from error
+    # typer.Exit and --help/--version come back as their exit code; a command's own return value is not one
+    return result if isinstance(result, int) and not isinstance(result, bool) else int(ExitCode.OK)
 
 
 def _silence_stdout() -> None:

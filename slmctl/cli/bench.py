@@ -14,6 +14,8 @@ from typing import Any, Optional
 
 import typer
 
+from slmctl.cli.usage import Command, Group
+
 COMMAND = {
     "name": "bench",
     "help": "Benchmark models: load time, time to first token, prompt and generation tokens/s, peak memory.\n\n"
@@ -153,7 +155,7 @@ def bench(app: Any, *, models: list[str], backend: Any = None, device: Any = Non
         "gen_tokens": parse_list(gen_tokens, int, flag="--gen-tokens", minimum=1),
     }
     engine = app.engine()
-    manifests = {name: engine.manifest(name) for name in dict.fromkeys(models)}  # unknown -> exit 3
+    manifests = {name: app.manifest(engine, name) for name in dict.fromkeys(models)}  # unknown -> exit 3
     configs = expand([(name, m.format) for name, m in manifests.items()], backends=backends, **dimensions)
     for config in configs:  # an unusable device fails now (exit 7), not after the other runs
         engine.choose_device(manifests[config.model], config.device)
@@ -296,6 +298,7 @@ def _gate(app: Any, document: Any, baseline_doc: Any, threshold: float, *, basel
 
 models_app = typer.Typer(
     name="models",
+    cls=Group,
     help="Check models (see also: list, show, bench).",
     no_args_is_help=True,
     add_completion=False,
@@ -306,6 +309,7 @@ models_app = typer.Typer(
 
 @models_app.command(
     "test",
+    cls=Command,
     help="Test a model. With --benchmark: the same as 'slmctl bench MODEL'.",
     epilog="Examples:\n\n  slmctl models test tiny --benchmark\n\n  slmctl models test tiny --benchmark --json\n\n"
            "For a matrix of devices, threads and sizes, or a baseline gate, use 'slmctl bench'.",

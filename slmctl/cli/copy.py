@@ -16,8 +16,14 @@ def command(
     source: str = typer.Argument(..., help="Existing model name[:tag].", show_default=False),
     destination: str = typer.Argument(..., help="New model name[:tag].", show_default=False),
 ) -> None:
+    from slmctl.errors import ModelNotFound
     from slmctl.names import parse_model_ref
 
     src, dst = parse_model_ref(source), parse_model_ref(destination)
-    ctx.obj.store().copy(src, dst)
+    store = ctx.obj.store()
+    try:
+        store.copy(src, dst)
+    except ModelNotFound as error:
+        ctx.obj.with_suggestions(error, [source], store)
+        raise
     typer.echo(f"copied '{src}' to '{dst}'")

@@ -1,4 +1,8 @@
-"""``slmctl embed NAME [TEXT]...``: embedding vectors as JSON (GGUF or ONNX encoder models)."""
+"""``slmctl embed NAME [TEXT]...``: embedding vectors as JSON (GGUF or ONNX encoder models).
+
+A model that cannot embed (an ONNX GenAI text generator) is a usage error (exit 2), checked before it
+is loaded: the same rule as ``run`` with an embedding model.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,9 @@ COMMAND = {
     "help": "Print embedding vectors of texts as JSON (one per TEXT, or stdin as one text).",
     "epilog": "Examples:\n\n  slmctl embed nomic-embed-text \"The sky is blue\" \"Grass is green\"\n\n"
     "  cat doc.txt | slmctl embed my-encoder | jq '.embeddings[0] | length'\n\n"
-    "Output: {\"model\", \"embeddings\": [[...], ...]} with L2-normalised vectors, as Ollama's /api/embed.",
+    "Output: {\"model\", \"embeddings\": [[...], ...]} with L2-normalised vectors, as Ollama's /api/embed.\n\n"
+    "Exit codes: 2 when the model cannot embed (an ONNX text generator), as 'slmctl run' with an embedding "
+    "model; 3 when the model is not stored.",
 }
 
 
@@ -25,6 +31,7 @@ def command(
 
     from slmctl.cli.output import print_json
     from slmctl.errors import UsageError
+    from slmctl.modelinfo import capabilities
     from slmctl.options import build_options
 
     app = ctx.obj
@@ -36,7 +43,11 @@ def command(
     if not inputs:
         raise UsageError("nothing to embed: give TEXT arguments or pipe text into stdin")
     engine = app.engine()
-    manifest = engine.manifest(name)
+    manifest = app.manifest(engine, name)
+    if "embedding" not in capabilities(manifest):  # the wrong kind of model is a usage error, as for run
+        raise UsageError(f"model '{manifest.ref}' is a text generator: it cannot embed",
+                         "use an embedding model: a GGUF model, or an ONNX sentence-embedding export "
+                         "(model.onnx + tokenizer.json)")
     load, _ = build_options(engine.defaults(manifest).params)
     start = time.perf_counter_ns()
     vectors = engine.embed(manifest, inputs, load, device=device)

@@ -19,7 +19,9 @@ COMMAND = {
     "  slmctl pull qwen2.5:0.5b --json   (NDJSON events, like Ollama's /api/pull)\n\n"
     "A catalog name picks the variant for this machine (see 'slmctl list --available'); --format, --quant "
     "and --device override the choice. Every file is checked against its published sha256 digest (exit 6 on "
-    "a mismatch, nothing is stored); an interrupted pull resumes where it stopped when run again. "
+    "a mismatch, nothing is stored); an interrupted pull resumes where it stopped when run again. With --json "
+    "a failed pull ends the stream with {\"status\": \"error\", \"error\": \"...\"} (the error line and the exit "
+    "code are as without it). "
     "Environment: HF_ENDPOINT, HF_TOKEN (gated models), SLMCTL_OLLAMA_REGISTRY, HTTPS_PROXY, SSL_CERT_FILE; "
     "SLMCTL_OFFLINE=1 forbids downloads (exit 5).",
 }
@@ -41,7 +43,6 @@ def command(
     from slmctl.pull import pull
 
     app = ctx.obj
-    digest = _expected_digest(name, sha256, insecure)
     if json_output:
         import json
 
@@ -49,9 +50,14 @@ def command(
             app.stdout.write(json.dumps(event, ensure_ascii=False) + "\n")
             app.stdout.flush()
 
-        pull(app.store(), app.settings, name, env=os.environ, format=format_, quant=quant, device=device,
-             insecure=insecure, on_event=print_event, sha256=digest)
+        try:
+            pull(app.store(), app.settings, name, env=os.environ, format=format_, quant=quant, device=device,
+                 insecure=insecure, on_event=print_event, sha256=_expected_digest(name, sha256, insecure))
+        except BaseException as error:  # the stream ends with an error event, then the usual error and exit code
+            print_event({"status": "error", "error": _error_text(error)})
+            raise
         return
+    digest = _expected_digest(name, sha256, insecure)
     from slmctl.cli.progress import pull_progress
 
     with pull_progress(app.stderr, quiet=quiet) as on_event:
@@ -63,6 +69,17 @@ def command(
 
     typer.echo(f"pulled {manifest.ref} ({manifest.format}, {human_size(manifest.total_size)}, "
                f"{manifest.digest().removeprefix('sha256:')[:12]})")
+
+
+def _error_text(error: BaseException) -> str:
+    """The ``error`` of the last ``--json`` event: what the ``error:`` line on stderr says."""
+    from slmctl.errors import SlmctlError
+
+    if isinstance(error, SlmctlError):
+        return error.message
+    if isinstance(error, KeyboardInterrupt):
+        return "interrupted"
+    return f"unexpected failure: {type(error).__name__}: {error}"
 
 
 def _expected_digest(name: str, sha256: str | None, insecure: bool) -> str | None:

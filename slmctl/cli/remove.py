@@ -15,21 +15,31 @@ def command(
     ctx: typer.Context,
     names: list[str] = typer.Argument(..., help="Model names[:tag].", show_default=False),
 ) -> None:
+    """Remove every model that exists; the names that do not are reported once, together, at the end
+    (exit 3), after the others were removed."""
     from slmctl.cli.output import human_size
-    from slmctl.errors import SlmctlError
+    from slmctl.errors import ModelNotFound, SlmctlError
     from slmctl.names import parse_model_ref
 
     store = ctx.obj.store()
-    refs = [parse_model_ref(n) for n in names]  # validate all names before removing anything
-    failure: SlmctlError | None = None
-    for ref in refs:
+    refs = [(name, parse_model_ref(name)) for name in names]  # validate all names before removing anything
+    missing: list[tuple[str, str]] = []
+    failures: list[SlmctlError] = []
+    for name, ref in dict((str(ref), (name, ref)) for name, ref in refs).values():
         try:
             result = store.remove(ref)
+        except ModelNotFound:
+            missing.append((name, str(ref)))
+            continue
         except SlmctlError as exc:
-            failure = failure or exc
-            if len(refs) > 1:
-                typer.echo(f"error: {exc.message}", err=True)
+            failures.append(exc)
             continue
         typer.echo(f"deleted '{ref}' (freed {human_size(result.freed_bytes)})")
-    if failure is not None:
-        raise failure
+    if missing:
+        shown = [f"'{ref}'" for _, ref in missing]
+        what = f"model {shown[0]}" if len(shown) == 1 else f"models {', '.join(shown[:-1])} and {shown[-1]}"
+        failures.append(ctx.obj.with_suggestions(ModelNotFound(f"{what} not found"), [n for n, _ in missing], store))
+    if failures:
+        for other in failures[1:]:  # several different failures: each is reported once
+            ctx.obj.stderr.write(f"error: {other.message}\n")
+        raise failures[0]

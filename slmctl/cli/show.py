@@ -28,7 +28,7 @@ def command(
     if sum([json_output, modelfile, parameters, template, system, license_]) > 1:
         raise UsageError("choose one of --json, --modelfile, --parameters, --template, --system, --license")
     engine = ctx.obj.engine()
-    manifest = engine.manifest(name)
+    manifest = ctx.obj.manifest(engine, name)
     if modelfile:
         typer.echo(modelfile_text(engine, manifest), nl=False)
         return

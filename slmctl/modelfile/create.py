@@ -8,8 +8,10 @@ imported only when a base is pulled: this module does not import the pull servic
 stays in the store as a model of its own, and the pull's progress events go to the caller's callback.
 The new manifest shares the base's blobs and stores each layer (template, system, params, messages,
 license, knowledge files, adapter) as a blob, encoded by :mod:`slmctl.store.layers`; the same Modelfile
-gives the same digest on every machine. Everything is staged first and committed at once, so a failed
-create leaves nothing behind.
+gives the same digest on every machine. The TEMPLATE is checked first (syntax, functions, and fields
+against the values it will be given: :func:`slmctl.modelfile.prompting.check_template`), so a misspelt
+field fails here, located in the Modelfile, before anything is pulled. Everything is staged first and
+committed at once, so a failed create leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from slmctl.errors import InvalidModelFile, UsageError
 from slmctl.events import OnEvent
 from slmctl.importer import prepare_path
 from slmctl.modelfile.documents import read_document
-from slmctl.modelfile.model import Modelfile
+from slmctl.modelfile.model import Modelfile, ModelfileError
 from slmctl.modelfile.parser import parse_modelfile
 from slmctl.names import parse_model_ref
 from slmctl.options import build_options
@@ -143,10 +145,6 @@ def _stage_layer(engine: Engine, build: _Build, kind: str, data: bytes) -> None:
 
 def _add_layers(engine: Engine, build: _Build, modelfile: Modelfile, folder: Path) -> None:
     """Modelfile instructions override the base's layers kind by kind; the rest is inherited."""
-    if modelfile.template is not None:
-        from slmctl.modelfile.gotemplate import parse_template
-
-        parse_template(modelfile.template)  # a template outside the supported subset fails now, not at run
     inherited = engine.defaults(build.base).params if build.base is not None else {}
     params = {**inherited, **modelfile.parameters}
     given: dict[str, list[bytes]] = {
@@ -231,6 +229,24 @@ def _check_context(engine: Engine, build: _Build, name: str, say: Progress) -> N
             "raise PARAMETER num_ctx (up to the model's own context), or shorten or split the documents")
 
 
+def _check_template(modelfile: Modelfile, path: Path) -> None:
+    """A TEMPLATE outside the supported subset, or with a field its values cannot have (``.Sytem``), fails
+    now, before any pull, located in the Modelfile, instead of printing nothing at run time."""
+    if modelfile.template is None:
+        return
+    from slmctl.modelfile.gotemplate import TemplateError
+    from slmctl.modelfile.prompting import check_template
+
+    try:
+        check_template(modelfile.template)
+    except TemplateError as exc:
+        if modelfile.template_at is None or exc.line is None or exc.column is None:
+            raise
+        line, column = modelfile.template_at
+        raise ModelfileError(f"in TEMPLATE: {exc.reason}", exc.hint, filename=str(path), line=line + exc.line - 1,
+                             column=exc.column + (column - 1 if exc.line == 1 else 0)) from exc
+
+
 def _version_key(text: str) -> tuple[int, ...]:
     core = text.split("-", 1)[0].split("+", 1)[0]
     return tuple(int(part) for part in core.split("."))
@@ -256,6 +272,7 @@ def create_model(engine: Engine, name: str, modelfile_path: Path, *, quantize: s
     ref = parse_model_ref(name)
     modelfile = read_modelfile(modelfile_path)
     _check_requires(modelfile, modelfile_path)
+    _check_template(modelfile, modelfile_path)
     folder = modelfile_path.resolve().parent
     build = _resolve_from(engine, modelfile.from_, folder, say, pull)
     try:

@@ -1,10 +1,11 @@
 """Modelfile ``TEMPLATE`` rendering: the subset of Go ``text/template`` that real Modelfiles use.
 
 ``parse_template(text)`` compiles once (raising :class:`TemplateError`, exit code 4, whose message
-names the line, column and construct); ``Template.render(data)`` fills it in; ``render_template``
-does both. The lexer, parser, tree, values and builtins live in ``gotemplate_lexer``,
-``gotemplate_parser``, ``gotemplate_nodes``, ``gotemplate_funcs`` and ``gotemplate_builtins``; this
-module owns the public API and the executor.
+names the line, column and construct); ``Template.check(root)`` refuses fields the values cannot have
+(:mod:`.gotemplate_check`); ``Template.render(data)`` fills it in; ``render_template`` parses and
+renders. The lexer, parser, tree, values and builtins live in ``gotemplate_lexer``, ``gotemplate_parser``,
+``gotemplate_nodes``, ``gotemplate_funcs`` and ``gotemplate_builtins``; this module owns the public API
+and the executor.
 
 The subset: text and ``{{ pipeline }}`` actions, ``{{- ``/`` -}}`` trim markers, ``{{/* comments */}}``;
 fields ``.A.B``, ``$``, ``$x.A``, ``(pipeline).A``; ``if``/``else if``/``else``, ``with``/``else with``/
@@ -31,6 +32,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from slmctl.modelfile.gotemplate_builtins import FUNCS
+from slmctl.modelfile.gotemplate_check import Struct, check_nodes
 from slmctl.modelfile.gotemplate_funcs import FuncError, format_value, go_type, print_value, truth
 from slmctl.modelfile.gotemplate_lexer import RENDER_HINT, Source, TemplateError, lex, show
 from slmctl.modelfile.gotemplate_nodes import (
@@ -80,6 +82,10 @@ class Template:
         ``deleteNode``): everything after that field goes (the pipelines of ``if``/``with``/``range``
         are not looked into; a command left without arguments drops its whole pipeline)."""
         return Template(self._src, _cut_list(self._nodes, _Cut()), self._fields)
+
+    def check(self, root: Struct) -> None:
+        """Refuse fields the values of type ``root`` cannot have (:mod:`.gotemplate_check`)."""
+        check_nodes(self._src, self._nodes, root)
 
     def render(self, data: Mapping[str, Any]) -> str:
         """The text for ``data`` (which is also ``$``). Raises :class:`TemplateError` when an action fails."""

@@ -1,14 +1,16 @@
 """Lexer of slmctl's Go ``text/template`` subset (the public API is :mod:`slmctl.modelfile.gotemplate`).
 
-Owns :class:`TemplateError` and its hints, positions (``line``/``col`` from a character offset), and
-the tokens: text chunks (with the ``{{-`` / ``-}}`` trimming already applied and ``{{/* */}}``
-comments dropped) and the tokens inside actions, with literals already decoded to Python values
-(Go string escapes, raw strings, character constants, numbers). The rules follow Go's
-``text/template/parse/lex.go``; what is outside the subset is rejected later, by the parser.
+Owns :class:`TemplateError` and its hints (with :func:`closest`, the did-you-mean), positions
+(``line``/``col`` from a character offset), and the tokens: text chunks (with the ``{{-`` / ``-}}``
+trimming already applied and ``{{/* */}}`` comments dropped) and the tokens inside actions, with
+literals already decoded to Python values (Go string escapes, raw strings, character constants,
+numbers). The rules follow Go's ``text/template/parse/lex.go``; what is outside the subset is rejected
+later, by the parser.
 """
 
 from __future__ import annotations
 
+import difflib
 import re
 from bisect import bisect_right
 from dataclasses import dataclass
@@ -53,6 +55,16 @@ class TemplateError(InvalidModelFile):
         self.reason = reason
         self.line = line
         self.column = column
+
+
+def closest(word: str, choices: list[str]) -> str | None:
+    """The choice ``word`` was most likely meant to be (a different case first), or None."""
+    for choice in choices:
+        if choice.lower() == word.lower():
+            return choice
+    lowered = {choice.lower(): choice for choice in choices}
+    close = difflib.get_close_matches(word.lower(), list(lowered), n=1, cutoff=0.6)
+    return lowered[close[0]] if close else None
 
 
 def show(text: str, limit: int = 40) -> str:

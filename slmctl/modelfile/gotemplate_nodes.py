@@ -32,10 +32,11 @@ class Variable:
 
 @dataclass(slots=True)
 class Chain:
-    """``(pipeline).A.B``."""
+    """``(pipeline).A.B``; ``at`` is where ``.A`` starts."""
     pos: int
     node: Node
     names: tuple[str, ...]
+    at: int = -1
 
 
 @dataclass(slots=True)

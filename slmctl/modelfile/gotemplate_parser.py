@@ -5,8 +5,9 @@ Owns every check that can be made before rendering, following Go's
 ``range`` with ``else``, each closed by ``{{ end }}``), declared variables and their scopes, known
 functions and their number of arguments, ``{{ break }}`` / ``{{ continue }}`` only inside a ``range``
 body (not its ``else``), and the rejection of what the subset leaves out (``define``, ``template``,
-``block``, method calls with arguments, unknown functions). Variables declared in a block body live
-until the end of that body, as in Go. The node classes are in :mod:`.gotemplate_nodes`.
+``block``, method calls with arguments, unknown functions: with the closest known name). Variables
+declared in a block body live until the end of that body, as in Go. The node classes are in
+:mod:`.gotemplate_nodes`; the checks that need the types of the values are in :mod:`.gotemplate_check`.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from __future__ import annotations
 from slmctl.modelfile.gotemplate_funcs import ARITY
 from slmctl.modelfile.gotemplate_lexer import (
     ASSIGN, BOOL, CHAR, DECLARE, DOT, EOF, FIELD, IDENT, KEYWORD, LPAREN, NIL, NUMBER, PIPE, RIGHT, RPAREN, SPACE,
-    STRING, SUPPORTED_HINT, TEXT, VARIABLE, Source, TemplateError, Token,
+    STRING, SUPPORTED_HINT, TEXT, VARIABLE, Source, TemplateError, Token, closest,
 )
 
 MAX_DEPTH = 100
+#: Go's builtins that the subset leaves out: refused as they are, without a did-you-mean.
+GO_ONLY = frozenset({"call", "html", "js", "urlquery"})
 _TERM_START = (BOOL, DOT, FIELD, IDENT, LPAREN, NIL, NUMBER, STRING, VARIABLE)
 
 
@@ -273,7 +276,7 @@ class Parser:
             raise self.error(pos, f"unexpected . after term '{describe(node)}'")
         if isinstance(node, Ident):
             self.check_arity(node, 0)
-        return Chain(node.pos, node, tuple(names))
+        return Chain(node.pos, node, tuple(names), pos)
 
     def term(self) -> Node | None:
         tok = self.peek()
@@ -283,7 +286,9 @@ class Parser:
         self.next()
         if kind == IDENT:
             if tok.value not in ARITY:
-                raise self.error(tok.pos, f"unsupported function '{tok.value}'", SUPPORTED_HINT)
+                guess = None if tok.value in GO_ONLY else closest(tok.value, list(ARITY))
+                raise self.error(tok.pos, f"unsupported function '{tok.value}'",
+                                 (f"did you mean '{guess}'? " if guess else "") + SUPPORTED_HINT)
             return Ident(tok.pos, tok.value)
         if kind == FIELD:
             self.fields.add(tok.value)

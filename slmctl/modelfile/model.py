@@ -50,6 +50,9 @@ class Modelfile:
     adapters: list[str] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     requires: str | None = None
+    #: Where the TEMPLATE value starts in the file, ``(line, column)`` 1-based, to locate template errors
+    #: (None when not parsed from a file); not part of the Modelfile's value.
+    template_at: tuple[int, int] | None = field(default=None, compare=False, repr=False)
 
 
 class ModelfileError(InvalidModelFile):

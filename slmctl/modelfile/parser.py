@@ -54,9 +54,13 @@ class _Source:
     def line_of(self, pos: int) -> int:
         return bisect.bisect_right(self.line_starts, pos)
 
-    def error(self, pos: int, reason: str, hint: str | None = None) -> ModelfileError:
+    def position(self, pos: int) -> tuple[int, int]:
+        """``(line, column)`` of an offset, both 1-based."""
         line = self.line_of(pos)
-        column = pos - self.line_starts[line - 1] + 1
+        return line, pos - self.line_starts[line - 1] + 1
+
+    def error(self, pos: int, reason: str, hint: str | None = None) -> ModelfileError:
+        line, column = self.position(pos)
         return ModelfileError(reason, hint, filename=self.filename, line=line, column=column)
 
     def line_end(self, pos: int) -> int:
@@ -129,6 +133,7 @@ class _Builder:
         self.from_pos = 0
         self.parameters: dict[str, Any] = {}
         self.fields: dict[str, Any] = {"system": None, "template": None, "requires": None}
+        self.template_at: tuple[int, int] | None = None
         self.lists: dict[str, list[Any]] = {"MESSAGE": [], "LICENSE": [], "ADAPTER": [], "FILE": []}
 
     def instruction(self, name: str, kw_pos: int, start: int, end: int) -> int:
@@ -148,6 +153,9 @@ class _Builder:
             self.from_, self.from_pos = self._path(value, start, name), kw_pos
         elif name in ("SYSTEM", "TEMPLATE"):
             self.fields[name.lower()] = value
+            if name == "TEMPLATE":
+                self.template_at = src.position(start + (3 if src.text.startswith(_TRIPLE, start)
+                                                         else 1 if src.text[start] == '"' else 0))
         elif name == "REQUIRES":
             if not VERSION_RE.fullmatch(value):
                 raise src.error(start, f"invalid REQUIRES version {value!r}",
@@ -209,6 +217,7 @@ class _Builder:
             from_=self.from_, parameters=self.parameters, system=self.fields["system"],
             template=self.fields["template"], messages=self.lists["MESSAGE"], licenses=self.lists["LICENSE"],
             adapters=self.lists["ADAPTER"], files=self.lists["FILE"], requires=self.fields["requires"],
+            template_at=self.template_at,
         )
 
 

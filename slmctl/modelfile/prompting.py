@@ -19,6 +19,10 @@ model reads; the template itself opens the assistant turn. It follows Ollama's `
   template cut right after its first ``.Response`` (empty, or the text of a last assistant message to
   continue), so the model writes the answer there.
 
+:func:`check_template` is what ``create`` runs: it compiles a template and refuses a field these
+values cannot have (``{{ .Sytem }}`` would print nothing), naming its position and the closest valid
+name; :data:`TEMPLATE_VALUES` describes the values (their types are derived from the structs below).
+
 The values are Go's: ``.Tools`` (``.Function.Name``, ``.Function.Description``,
 ``.Function.Parameters.Properties``, ...) and ``.ToolCalls`` (``.Function.Name``,
 ``.Function.Arguments``) print as Ollama prints them: tools, arguments and properties as JSON (map
@@ -33,9 +37,10 @@ from typing import Any, ClassVar
 
 from slmctl.backends.base import ChatMessage
 from slmctl.modelfile.gotemplate import Template, parse_template
+from slmctl.modelfile.gotemplate_check import ANY, BOOL, INT, STRING, ListOf, MapOf, Struct, Type
 from slmctl.modelfile.gotemplate_funcs import format_value, go_json, json_string
 
-__all__ = ["render_messages", "render_prompt"]
+__all__ = ["TEMPLATE_VALUES", "check_template", "render_messages", "render_prompt"]
 
 _THINK = {"Think": False, "ThinkLevel": "", "IsThinkSet": False}
 
@@ -223,6 +228,35 @@ class _ToolProperty(_ToolPropertyBase):  # type: ignore[misc,valid-type]
         return " | ".join(_TS_TYPES.get(t, "any") for t in self.Type) or "any"
 
 
+def _schema(name: str, struct: type[_Struct], **types: Type) -> Struct:
+    """The check's view of ``struct``: its fields, strings unless ``types`` says otherwise."""
+    return Struct(name, {field: types.get(field, STRING) for field, *_ in struct.FIELDS})
+
+
+_PROPERTY = _schema("ToolProperty", _ToolPropertyBase, Type=ListOf(STRING), Items=ANY, Enum=ListOf(ANY),
+                    Required=ListOf(STRING))
+_PROPERTY.fields.update(AnyOf=ListOf(_PROPERTY), Properties=MapOf(_PROPERTY))
+_TOOL = _schema("Tool", _Tool, Items=ANY, Function=_schema("ToolFunction", _ToolFunction, Parameters=_schema(
+    "ToolFunctionParameters", _ToolParameters, Defs=ANY, Items=ANY, Required=ListOf(STRING),
+    Properties=MapOf(_PROPERTY))))
+_MESSAGE = _schema("Message", _Message, Images=ListOf(ANY), ToolCalls=ListOf(_schema(
+    "ToolCall", _ToolCall, Function=_schema("ToolCallFunction", _ToolCallFunction, Index=INT,
+                                            Arguments=MapOf(ANY)))))
+
+#: What a TEMPLATE's dot (and ``$``) holds: every field some rendering of :func:`render_messages` sets.
+TEMPLATE_VALUES = Struct("a TEMPLATE", {
+    "System": STRING, "Prompt": STRING, "Suffix": STRING, "Response": STRING, "Messages": ListOf(_MESSAGE),
+    "Tools": ListOf(_TOOL), **{key: BOOL if isinstance(value, bool) else STRING for key, value in _THINK.items()}})
+
+
+def check_template(template: str) -> Template:
+    """Compile ``template`` and refuse fields :data:`TEMPLATE_VALUES` cannot have; raises :class:`TemplateError`
+    (exit code 4) with the position and the closest valid name."""
+    compiled = parse_template(template)
+    compiled.check(TEMPLATE_VALUES)
+    return compiled
+
+
 def _get(value: Any, key: str) -> Any:
     return value.get(key) if isinstance(value, Mapping) else getattr(value, key, None)
 
@@ -230,7 +264,7 @@ def _get(value: Any, key: str) -> Any:
 def _message(m: Any) -> _Message:
     calls = [_tool_call(c) for c in _get(m, "tool_calls") or ()]
     return _Message(str(_get(m, "role") or ""), _get(m, "content") or "", _get(m, "thinking") or "", None,
-                    calls or None, _get(m, "tool_name") or "", _get(m, "tool_call_id") or "")
+                    calls or None, _get(m, "tool_name") or _get(m, "name") or "", _get(m, "tool_call_id") or "")
 
 
 def _tool_call(call: Any) -> _ToolCall:
