@@ -21,8 +21,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from filelock import FileLock, Timeout
-
 from slmctl.errors import InvalidModelFile, ModelNotFound, NetworkError, UsageError
 from slmctl.events import Event, OnEvent
 from slmctl.names import ModelRef, parse_model_ref
@@ -30,7 +28,9 @@ from slmctl.settings import Settings
 from slmctl.sources.refs import HfPathRef, HfRepoRef, OllamaRef, SourceRef, parse_source
 from slmctl.store import FileEntry, Layer, Manifest, ModelDetails, ModelStore, SourceInfo, StagedBlob
 from slmctl.store.blobs import STAGE_PREFIX
+from slmctl.store.integrity import check_blob
 from slmctl.store.layers import LAYER_ORDER, MEDIA_TYPES, encode_params_text, encode_text
+from slmctl.store.locks import job_lock, sweep_stale_locks
 from slmctl.store.store import PULL_PREFIX
 
 _CLEAN = str.maketrans({c: "-" for c in " :@+=()[],"})
@@ -84,7 +84,7 @@ def plan(store: ModelStore, settings: Settings, name: str, *, format: str | None
     if source is not None:
         return Plan(local_name(source, quant), source, quant=quant, format=format, sha256=sha256)
     from slmctl.backends.providers import usable_gguf_devices, usable_onnx_providers
-    from slmctl.catalog import choose_variant, load_catalog
+    from slmctl.catalog import StoredContent, choose_variant, installed_sources, load_catalog
 
     catalog = load_catalog(settings.home)
     found = catalog.resolve(name)
@@ -97,7 +97,7 @@ def plan(store: ModelStore, settings: Settings, name: str, *, format: str | None
                             hint=("did you mean: " + ", ".join(close) + "? " if close else "")
                             + "run 'slmctl list --available' to see the catalog")
     entry, pinned = found
-    installed = {m.source.ref for m in store.list()}
+    installed = installed_sources(entry, StoredContent.of(store.list()))
     chosen = choose_variant(entry, usable_gguf=usable_gguf_devices(), usable_onnx=usable_onnx_providers(),
                             format=format, quant=quant, device=device, installed=installed, pinned=pinned)
     variant = chosen.variant
@@ -122,17 +122,11 @@ def pull(store: ModelStore, settings: Settings, name: str, *, env: Mapping[str, 
         raise NetworkError(f"offline mode (SLMCTL_OFFLINE=1): cannot download '{name}' from {p.source}",
                            hint="unset SLMCTL_OFFLINE to allow downloads, or import a local file with 'slmctl import'")
     store.tmp_dir.mkdir(parents=True, exist_ok=True)
+    sweep_stale_locks(store.tmp_dir, f"{PULL_PREFIX}*.lock")  # left by pulls that were killed
     key = hashlib.sha256(str(p.ref).encode()).hexdigest()[:24]
-    lock = FileLock(str(store.tmp_dir / f"{PULL_PREFIX}model-{key}.lock"))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        emit({"status": f"waiting for another pull of {p.ref}"})
-        lock.acquire()
-    try:
+    with job_lock(store.tmp_dir / f"{PULL_PREFIX}model-{key}.lock",
+                  on_wait=lambda: emit({"status": f"waiting for another pull of {p.ref}"})):
         return _pull_locked(store, p, env=env, client_factory=client_factory, insecure=insecure, emit=emit)
-    finally:
-        lock.release()
 
 
 def _pull_locked(store: ModelStore, p: Plan, *, env: Mapping[str, str], client_factory: Any, insecure: bool,
@@ -154,19 +148,21 @@ def _pull_locked(store: ModelStore, p: Plan, *, env: Mapping[str, str], client_f
     variant = p.variant or {"format": remote.format, "quant": p.quant, "source": remote.source,
                             "size": remote.total_size}
     emit({"status": "resolved", "name": str(p.ref), "source": remote.source, "variant": variant})
+    if p.variant is not None and isinstance(p.source, (HfPathRef, HfRepoRef)) and not p.revision:
+        emit({"status": "warning: the catalog pins no revision for this variant: pulling what 'main' holds today"})
     for note in remote.notes:
         emit({"status": f"warning: {note}"})
     staged: list[StagedBlob] = []
     try:
-        files = [_fetch(store, remote, f, client_factory, emit, staged) for f in remote.files]
+        files = [fetch_file(store, remote, f, client_factory, emit, staged) for f in remote.files]
         emit({"status": "verifying sha256 digest"})
         details = _validate(store, remote.format, files, staged)
-        layers = _layers(store, remote.layers, staged)
+        layers = stage_layers(store, remote.layers, staged)
         manifest = Manifest(name=p.ref.name, tag=p.ref.tag, format=remote.format, files=files, layers=layers,
                             source=SourceInfo(type=remote.source_type, ref=remote.source, revision=remote.revision),
                             details=details)
         emit({"status": "writing manifest"})
-        manifest = store.commit(manifest, staged)
+        manifest = store.commit(manifest, staged, on_notice=lambda text: emit({"status": f"warning: {text}"}))
     except BaseException:
         for blob in staged:
             blob.discard()
@@ -175,17 +171,20 @@ def _pull_locked(store: ModelStore, p: Plan, *, env: Mapping[str, str], client_f
     return manifest
 
 
-def _fetch(store: ModelStore, remote: Any, file: Any, client_factory: Any, emit: OnEvent,
-           staged: list[StagedBlob]) -> FileEntry:
-    """Download one file (or reuse the stored blob) and stage it; returns its manifest entry."""
+def fetch_file(store: ModelStore, remote: Any, file: Any, client_factory: Any, emit: OnEvent,
+               staged: list[StagedBlob]) -> FileEntry:
+    """Download one file (or reuse the stored blob) and stage it; returns its manifest entry.
+
+    A stored blob of the published digest is reused only when it is verified (hashed again if it
+    changed since it was last verified); a damaged one is downloaded again (the commit replaces it).
+    """
     from slmctl.sources.download import DownloadTarget, download
     from slmctl.sources.http import DownloadError
 
     short = file.sha256.split(":", 1)[-1][:12] if file.sha256 else file.path
     status = f"pulling {short}"
     if file.sha256 and file.size is not None:
-        blob = store.blob_path(file.sha256)
-        if blob.is_file() and blob.stat().st_size == file.size:  # already stored: nothing to download
+        if check_blob(store, file.sha256, file.size) == "ok":  # already stored and intact: nothing to download
             emit({"status": status, "digest": file.sha256, "file": file.path, "total": file.size,
                   "completed": file.size})
             return FileEntry(path=file.path, digest=file.sha256, size=file.size)
@@ -249,7 +248,7 @@ def _validate(store: ModelStore, fmt: str, files: list[FileEntry], staged: list[
     return details_from_onnx(info)
 
 
-def _layers(store: ModelStore, texts: Mapping[str, list[str]], staged: list[StagedBlob]) -> list[Layer]:
+def stage_layers(store: ModelStore, texts: Mapping[str, list[str]], staged: list[StagedBlob]) -> list[Layer]:
     """Modelfile layers a source ships (Ollama registry), as manifest layers (params re-encoded canonically)."""
     layers = []
     for kind in LAYER_ORDER:

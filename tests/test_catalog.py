@@ -338,8 +338,8 @@ def test_list_available_table_and_errors(tmp_path: Path) -> None:
     assert run_cli(tmp_path, "list").code == 0  # the plain store listing ignores the catalog
 
 
-def test_list_available_installed(tmp_path: Path, tiny_gguf: Path) -> None:
+def test_list_available_installed_is_by_content_not_by_name(tmp_path: Path, tiny_gguf: Path) -> None:
+    """A different file stored under a catalog alias's name is not that catalog model."""
     assert run_cli(tmp_path, "import", str(tiny_gguf), "--name", "qwen2.5:3b").code == 0
     items = json.loads(run_cli(tmp_path, "list", "--available", "--json", "--type", "chat").stdout)
-    installed = {i["name"] for i in items if i["installed"]}
-    assert installed == {"qwen2.5-3b"}
+    assert {i["name"] for i in items if i["installed"]} == set()

@@ -634,3 +634,139 @@ def test_import_while_another_process_removes_a_model_sharing_a_blob(store: Mode
     assert_consistent(store)
     assert [str(m.ref) for m in store.list()] == ["importer:latest"]
     assert store.model_path(store.get(REF("importer"))).read_bytes() == SHARED[0]
+
+
+# --------------------------------------------------------------------------- trusting stored blobs (issue 11, item 1)
+# A stored blob is reused only while its verification stamp (size, mtime, inode) matches; one that changed is
+# hashed again, and a damaged one is moved to quarantine/ (never deleted) and replaced by the fresh copy.
+
+
+def _flip_byte(path: Path, offset: int = 3) -> bytes:
+    """Flip one byte of a (read-only) blob in place, as disk damage or a stray write would; returns the new bytes."""
+    path.chmod(0o644)
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    with open(path, "r+b") as fh:
+        fh.write(bytes(data))
+    return bytes(data)
+
+
+def test_a_changed_stored_blob_is_rehashed_and_a_damaged_one_replaced(store: ModelStore) -> None:
+    data = b"weights shared by two models" * 8
+    import_model(store, "a", {"m.gguf": data})
+    blob = store.blob_path(digest_of(data))
+    damaged = _flip_byte(blob)
+    notices: list[str] = []
+    staged = [store.stage_bytes(data)]
+    store.commit(make_manifest("b", {"m.gguf": data}), staged, on_notice=notices.append)
+    assert blob.read_bytes() == data  # the fresh copy replaced the damaged one
+    (moved,) = list(store.quarantine_dir.iterdir())
+    assert moved.read_bytes() == damaged and moved.name.startswith(blob.name + ".")
+    assert len(notices) == 1 and str(moved) in notices[0] and "damaged" in notices[0]
+    assert_consistent(store)
+
+
+def test_an_unstamped_good_blob_is_verified_and_kept(store: ModelStore) -> None:
+    import_model(store, "a", {"m.gguf": b"good"})
+    stamp = store.verified_dir / blob_name(digest_of(b"good"))
+    assert stamp.is_file()
+    stamp.unlink()  # a store written before stamps existed, or a stamp that could not be written
+    inode = store.blob_path(digest_of(b"good")).stat().st_ino
+    import_model(store, "b", {"m.gguf": b"good"})
+    assert store.blob_path(digest_of(b"good")).stat().st_ino == inode  # kept, not replaced
+    assert stamp.is_file() and not store.quarantine_dir.exists()
+    assert_consistent(store)
+
+
+def test_damage_that_kept_the_mtime_is_caught_once_verify_saw_it(store: ModelStore) -> None:
+    from slmctl.store.verify import verify_models
+
+    import_model(store, "a", {"m.gguf": b"bit rot target"})
+    blob = store.blob_path(digest_of(b"bit rot target"))
+    before = blob.stat()
+    _flip_byte(blob)
+    os.utime(blob, ns=(before.st_atime_ns, before.st_mtime_ns))  # bit rot leaves size, mtime and inode alone
+    assert [r.ok for r in verify_models(store)] == [False]  # verify drops the stamp of what it found damaged
+    import_model(store, "b", {"m.gguf": b"bit rot target"})
+    assert blob.read_bytes() == b"bit rot target"
+    assert [r.ok for r in verify_models(store)] == [True, True]
+
+
+def test_a_commit_without_a_fresh_copy_of_a_damaged_blob_fails(store: ModelStore) -> None:
+    original = import_model(store, "a", {"m.gguf": b"will be damaged"})
+    _flip_byte(store.blob_path(digest_of(b"will be damaged")))
+    with pytest.raises(IntegrityError, match="damaged") as info:
+        store.commit(original.renamed(REF("b")), [])
+    assert "verify --repair" in (info.value.hint or "")
+    assert [str(m.ref) for m in store.list()] == ["a:latest"]
+
+
+def test_commit_refuses_a_name_held_by_another_model_unless_replace(store: ModelStore) -> None:
+    import_model(store, "x", {"m.gguf": b"first"})
+    staged = [store.stage_bytes(b"second")]
+    with pytest.raises(UsageError, match="taken by another model") as info:
+        store.commit(make_manifest("x", {"m.gguf": b"second"}), staged, replace=False)
+    assert "--force" in (info.value.hint or "")
+    assert store.model_path(store.get(REF("x"))).read_bytes() == b"first"
+    same = [store.stage_bytes(b"first")]
+    store.commit(make_manifest("x", {"m.gguf": b"first"}), same, replace=False)  # same content: fine
+    assert_consistent(store)
+
+
+# --------------------------------------------------------------------------- Ctrl-C at the commit point (item 10)
+
+
+def _interrupt_after(monkeypatch: pytest.MonkeyPatch, module: object, name: str) -> None:
+    """Make ``module.name`` deliver a real SIGINT to this process right after it ran."""
+    import signal
+
+    original = getattr(module, name)
+
+    def wrapped(*args: object, **kwargs: object) -> object:
+        result = original(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)
+        return result
+
+    monkeypatch.setattr(module, name, wrapped)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="delivers SIGINT with os.kill")
+def test_ctrl_c_before_the_commit_point_stores_nothing(store: ModelStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    from slmctl.store import integrity
+
+    _interrupt_after(monkeypatch, integrity, "adopt")  # blobs moving in, manifest not yet written
+    staged = [store.stage_bytes(b"interrupted")]
+    with pytest.raises(KeyboardInterrupt):
+        store.commit(make_manifest("m", {"m.gguf": b"interrupted"}), staged)
+    assert store.list() == [] and blob_files(store) == set() and tmp_entries(store) == []
+
+
+@pytest.mark.skipif(os.name != "posix", reason="delivers SIGINT with os.kill")
+def test_ctrl_c_after_the_commit_point_is_absorbed(store: ModelStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    _interrupt_after(monkeypatch, ModelStore, "_publish")  # the manifest is published, GC and cleanup to come
+    staged = [store.stage_bytes(b"stored")]
+    manifest = store.commit(make_manifest("m", {"m.gguf": b"stored"}), staged)  # returns: no KeyboardInterrupt
+    assert store.get(manifest.ref) == manifest
+    assert_consistent(store)
+    import signal
+
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C works as usual again
+
+
+# --------------------------------------------------------------------------- lock files of pulls (item 10)
+
+
+def test_job_locks_remove_their_file_and_stale_ones_are_swept(tmp_path: Path) -> None:
+    from slmctl.store.locks import job_lock, sweep_stale_locks
+
+    path = tmp_path / "pull-model-x.lock"
+    with pytest.raises(RuntimeError), job_lock(path):
+        assert path.exists()
+        raise RuntimeError("a failed pull")
+    assert not path.exists()
+    stale = tmp_path / "pull-model-stale.lock"
+    stale.write_text("")  # left by a killed process: nobody holds it
+    held = tmp_path / "pull-model-held.lock"
+    with FileLock(str(held)):
+        assert sweep_stale_locks(tmp_path, "pull-*.lock") == 1
+        assert held.exists() and not stale.exists()

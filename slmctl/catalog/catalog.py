@@ -7,6 +7,10 @@ raises :class:`~slmctl.errors.InvalidModelFile` naming it (exit 4).
 
 Lookup (:meth:`Catalog.resolve`) is case-insensitive on names and aliases. An alias may pin a quant
 (``phi4:mini-q8_0``), and any name may carry a quant tag: ``phi4-mini:q8_0`` or ``phi4:mini-q8_0``.
+
+Every Hugging Face variant of the shipped catalog is pinned to a repository commit (``revision``) or
+says why it is not (``unpinned``: no commit of it is recorded in the research notes); an unpinned one
+is pulled from ``main`` as it is that day (its files are still checked against the Hub's sha256).
 """
 
 from __future__ import annotations
@@ -88,7 +92,10 @@ class Variant(_Strict):
     source: str = Field(min_length=1)
     #: Exact size in bytes when known.
     size: int | None = Field(default=None, ge=0)
+    #: The repository commit the variant is pinned to (Hugging Face sources; ``main`` when absent).
     revision: str | None = None
+    #: Why no revision is pinned (the shipped catalog gives one or the other for every Hugging Face variant).
+    unpinned: str | None = None
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     #: Files to fetch, relative to ``source`` (default: every file of the folder / the one GGUF file).
     files: list[str] | None = None
@@ -114,6 +121,8 @@ class Variant(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> Variant:
+        if self.revision is not None and self.unpinned is not None:
+            raise ValueError("a variant with a revision is pinned: drop 'unpinned'")
         if self.format == "gguf":
             if self.device != "any":
                 raise ValueError("a gguf variant has device 'any'")
@@ -141,9 +150,10 @@ class Variant(_Strict):
         return " ".join(p for p in (self.format, self.quant, where) if p)
 
     def public(self) -> dict[str, object]:
-        """The ``{format, quant, device, source, size}`` shape of ``list --available --json`` (+ provider)."""
+        """The ``{format, quant, device, source, size}`` shape of ``list --available --json`` (+ provider,
+        + revision: the pinned commit, or None when the variant follows ``main``)."""
         data: dict[str, object] = {"format": self.format, "quant": self.quant, "device": self.device,
-                                   "source": self.source, "size": self.size}
+                                   "source": self.source, "size": self.size, "revision": self.revision}
         if self.provider:
             data["provider"] = self.provider
         return data

@@ -8,14 +8,16 @@ from typing import TYPE_CHECKING, Any, Optional
 import typer
 
 if TYPE_CHECKING:
-    from slmctl.catalog import Catalog, CatalogEntry
+    from slmctl.catalog import Catalog
     from slmctl.store.manifest import Manifest
 
 COMMAND = {
     "name": "list",
     "help": "List the models in the store (--available: the catalog of models that can be pulled).",
     "epilog": "Examples:\n\n  slmctl list\n\n  slmctl list --json | jq -r '.[].name'\n\n"
-              "  slmctl list --available --size small --type code",
+              "  slmctl list --available --size small --type code\n\n"
+              "With --available, INSTALLED says whether the files of the variant shown are in the store "
+              "(by digest, or as pulled from that variant's source), whatever the stored models are named.",
 }
 
 _FILTERS = {"size": ("tiny", "small", "medium", "large"), "type": ("chat", "code", "reasoning", "embedding"),
@@ -68,36 +70,26 @@ def _list_store(ctx: typer.Context, json_output: bool) -> None:
     table(["NAME", "ID", "FORMAT", "PARAMS", "QUANT", "SIZE", "MODIFIED"], rows)
 
 
-def _alias_refs(entry: CatalogEntry) -> set[str]:
-    """The store names (``name:tag``) the entry's name and aliases stand for."""
-    from slmctl.errors import UsageError
-    from slmctl.names import parse_model_ref
-
-    refs = set()
-    for name in (entry.name, *entry.alias_names):
-        try:
-            refs.add(str(parse_model_ref(name)))
-        except UsageError:
-            continue
-    return refs
-
-
 def available_entries(catalog: Catalog, manifests: list[Manifest], *, usable_gguf: list[str],
                       usable_onnx: list[str], size: str | None = None, type: str | None = None,
                       format: str | None = None, device: str | None = None) -> list[dict[str, Any]]:
-    """The ``list --available --json`` items (pure: the store's manifests and usable devices are passed in)."""
-    from slmctl.catalog import choose_variant
+    """The ``list --available --json`` items (pure: the store's manifests and usable devices are passed in).
+
+    ``installed`` goes by content, never by name (:mod:`slmctl.catalog.installed`): each variant says
+    whether its own files are stored, and the item is installed when the variant it shows (``selected``;
+    without one, any variant of the asked ``format``) is.
+    """
+    from slmctl.catalog import StoredContent, choose_variant, variant_installed
     from slmctl.errors import DeviceUnavailable, ModelNotFound
 
-    stored_sources = {m.source.ref.strip().lower() for m in manifests}
-    stored_names = {str(m.ref) for m in manifests}
+    stored = StoredContent.of(manifests)
     items = []
     for entry in catalog:
         if size and entry.size_class != size:
             continue
         if type and entry.task != type:
             continue
-        installed = {v.source for v in entry.variants if v.source.lower() in stored_sources}
+        installed = {v.source for v in entry.variants if variant_installed(v, stored)}
         try:
             chosen = choose_variant(entry, usable_gguf=usable_gguf, usable_onnx=usable_onnx, format=format,
                                     device=device, installed=installed)
@@ -107,7 +99,11 @@ def available_entries(catalog: Catalog, manifests: list[Manifest], *, usable_ggu
             chosen = None  # there is one, but this machine cannot run it
         selected = None
         if chosen is not None:
-            selected = {**chosen.variant.public(), "run_device": chosen.device}
+            selected = {**chosen.variant.public(), "run_device": chosen.device,
+                        "installed": chosen.variant.source in installed}
+            is_installed = chosen.variant.source in installed
+        else:
+            is_installed = any(v.source in installed for v in entry.variants if not format or v.format == format)
         items.append({
             "name": entry.name,
             "aliases": entry.alias_names,
@@ -117,9 +113,9 @@ def available_entries(catalog: Catalog, manifests: list[Manifest], *, usable_ggu
             "context_length": entry.context_length,
             "license": entry.license,
             "ollama": entry.ollama,
-            "variants": [v.public() for v in entry.variants],
+            "variants": [{**v.public(), "installed": v.source in installed} for v in entry.variants],
             "selected": selected,
-            "installed": bool(installed) or bool(_alias_refs(entry) & stored_names),
+            "installed": is_installed,
         })
     return items
 

@@ -58,6 +58,9 @@ def command(
     if backend is not None and backend != manifest.format:
         raise UsageError(f"model '{manifest.ref}' is a {manifest.format} model; the {backend} backend cannot run it",
                          f"drop --backend, or use --backend {manifest.format}")
+    if provider_option and manifest.format != "onnx":  # silently ignored before: say so
+        app.stderr.write(f"warning: --provider-option applies to ONNX models only; '{manifest.ref}' is a "
+                         f"{manifest.format} model, so it is ignored\n")
     with ChatSession(engine, manifest, params=params, system=system, json_format=json_format,
                      device=device, provider_options=parse_pairs(provider_option, "--provider-option")) as session:
         for warning in session.warnings():
@@ -69,14 +72,20 @@ def command(
 
 
 def pull_if_missing(app: Any, engine: Any, name: str, *, insecure: bool = False) -> Any:
-    """The stored model; a catalog alias or source reference not in the store is pulled first."""
+    """The stored model; a .gguf file or ONNX folder given by path is imported, and a catalog alias or
+    source reference not in the store is pulled, on first use (:mod:`slmctl.resolve`)."""
     import os
 
     from slmctl.cli.progress import pull_progress
-    from slmctl.pull import ensure_model
+    from slmctl.resolve import resolve_model
+
+    def note(text: str) -> None:
+        app.stderr.write(f"{text}\n")
+        app.stderr.flush()
 
     with pull_progress(app.stderr) as on_event:
-        return ensure_model(engine.store, app.settings, name, env=os.environ, on_event=on_event, insecure=insecure)
+        return resolve_model(engine.store, app.settings, name, env=os.environ, on_event=on_event, on_note=note,
+                             insecure=insecure)
 
 
 def parse_pairs(pairs: list[str], flag: str) -> dict[str, str]:

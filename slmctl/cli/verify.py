@@ -1,17 +1,24 @@
-"""``slmctl verify [NAME...]``: re-hash the files of stored models and report damage."""
+"""``slmctl verify [NAME...] [--repair]``: re-hash the files of stored models, report damage, repair it."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import typer
 
 COMMAND = {
     "name": "verify",
-    "help": "Check stored models: re-hash every file and compare it with the model's manifest.",
+    "help": "Check stored models: re-hash every file and compare it with the model's manifest (--repair: fix it).",
     "epilog": "Examples:\n\n  slmctl verify\n\n  slmctl verify tiny tiny-onnx:latest\n\n"
+    "  slmctl verify --repair\n\n"
     "  slmctl verify --json | jq -r '.[] | select(.status != \"ok\") | .name'\n\n"
     "Prints one line per model: 'ok', or 'DAMAGED:' naming each missing or corrupt file. "
-    "Exits with code 6 when any model is damaged (repair it with 'slmctl rm NAME' and a new import), "
-    "0 otherwise.",
+    "Exits with code 6 when any model is damaged, 0 otherwise; the hint says how to repair it.\n\n"
+    "--repair moves each corrupt file to the store's quarantine/ folder (it is never deleted; the path is "
+    "printed) and fetches a good copy from the source of a model that uses it: the file or folder it was "
+    "imported from, if unchanged, or the Hugging Face, Ollama or URL source it was pulled from (at the recorded "
+    "revision, checked against the manifest's digest). A file shared by several models is repaired once. "
+    "Exit 0 when every model is whole again; 6 otherwise, naming the exact file to import again.",
 }
 
 
@@ -19,12 +26,12 @@ def command(
     ctx: typer.Context,
     names: list[str] = typer.Argument(None, help="Model names[:tag] (default: every model).", show_default=False),
     json_output: bool = typer.Option(False, "--json", help="Print a JSON array, one object per model."),
+    repair: bool = typer.Option(False, "--repair", help="Move damaged files aside and fetch them again from "
+                                "each model's source."),
 ) -> None:
-    from typing import Any
-
-    from slmctl.cli.output import print_json, table
     from slmctl.errors import IntegrityError
     from slmctl.names import parse_model_ref
+    from slmctl.repair import advice_before_repair
     from slmctl.store.verify import verify_manifest
 
     store = ctx.obj.store()
@@ -38,16 +45,50 @@ def command(
         typer.echo(f"warning: damaged manifest: {problem.path} ({problem.reason})", err=True)
     cache: dict[str, Any] = {}
     results = [verify_manifest(store, manifest, cache) for manifest in manifests]
-    if json_output:
-        print_json([result.to_dict() for result in results])
-    elif results:
-        table(["NAME", "STATUS"], [[str(r.ref), r.summary()] for r in results])
-    elif not problems:
-        typer.echo("no models in the store", err=True)
+    if repair:
+        _repair(ctx, results, json_output, bool(problems))
+        return
+    _show(ctx, [(result, result.summary(), result.to_dict()) for result in results], json_output, bool(problems))
     damaged = [r for r in results if not r.ok]
     if damaged or problems:
         what = [f"'{r.ref}'" for r in damaged] + [f"{len(problems)} unreadable manifest(s)"] * bool(problems)
-        raise IntegrityError(
-            f"damaged: {', '.join(what)}",
-            hint="remove damaged models with 'slmctl rm NAME' and import them again",
-        )
+        hint = (advice_before_repair(damaged, manifests) if damaged
+                else "remove the unreadable manifest files named above, then import those models again")
+        raise IntegrityError(f"damaged: {', '.join(what)}", hint=hint)
+
+
+def _repair(ctx: typer.Context, results: list[Any], json_output: bool, problems: bool) -> None:
+    import os
+
+    from slmctl.cli.progress import pull_progress
+    from slmctl.errors import IntegrityError
+    from slmctl.repair import repair_models
+
+    app = ctx.obj
+    with pull_progress(app.stderr) as on_event:
+        report = repair_models(app.store(), app.settings, results, env=os.environ, on_event=on_event)
+    for blob in report.blobs:
+        if blob.quarantined is not None:
+            typer.echo(f"moved the damaged copy of {blob.digest} to {blob.quarantined}", err=True)
+        if blob.restored_from is not None:
+            typer.echo(f"restored {blob.digest} ({blob.restored_from})", err=True)
+    rows = [(m.result, "repaired" if m.repaired else m.result.summary(), m.to_dict()) for m in report.models]
+    _show(ctx, rows, json_output, problems)
+    left = [m for m in report.models if not m.result.ok]
+    if left:
+        raise IntegrityError(f"still damaged: {', '.join(repr(str(m.result.ref)) for m in left)}",
+                             hint=report.hint)
+    if problems:
+        raise IntegrityError("some manifests are unreadable",
+                             hint="remove the unreadable manifest files named above, then import those models again")
+
+
+def _show(ctx: typer.Context, rows: list[tuple[Any, str, dict[str, Any]]], json_output: bool, problems: bool) -> None:
+    from slmctl.cli.output import print_json, table
+
+    if json_output:
+        print_json([data for _, _, data in rows])
+    elif rows:
+        table(["NAME", "STATUS"], [[str(result.ref), status] for result, status, _ in rows])
+    elif not problems:
+        typer.echo("no models in the store", err=True)

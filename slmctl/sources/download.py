@@ -19,8 +19,9 @@
   data while the transfer goes on, so the final fsync before the rename only flushes the last moments.
 * Retries (see :mod:`slmctl.sources.http`): 5xx, 408, 429 (``Retry-After``), connection errors,
   bodies cut short and stalls (no byte for ``stall_timeout`` s) with exponential backoff + jitter.
-* Free disk space is checked first (``OperationFailed``); a ``filelock`` on ``<dest>.lock`` makes a
-  second download of the same dest wait and then reuse the finished, verified file.
+* Free disk space is checked first (``OperationFailed``); a lock on ``<dest>.lock`` makes a second
+  download of the same dest wait and then reuse the finished, verified file. The lock file is deleted
+  when the download ends, however it ends (:func:`slmctl.store.locks.job_lock`).
 * Success: fsync, rename ``.partial`` to ``dest``, drop the sidecar. KeyboardInterrupt keeps both
   (parallel mode) for the next run and re-raises. ``on_progress(completed, total)`` may be called
   from worker threads, but never concurrently.
@@ -41,7 +42,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from filelock import FileLock
 
 from slmctl.errors import IntegrityError, OperationFailed
 from slmctl.sources import rawget
@@ -57,6 +57,7 @@ from slmctl.sources.http import (
 )
 from slmctl.store.blobs import DIGEST_PREFIX, sha256_file, unlink_quietly
 from slmctl.store.fsutil import fsync_dir
+from slmctl.store.locks import job_lock
 from slmctl.units import human_size
 
 MiB = 1 << 20
@@ -101,7 +102,7 @@ def download(
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     policy = RetryPolicy(retries=retries, sleep=sleep)
-    with FileLock(str(dest) + ".lock"):
+    with job_lock(Path(str(dest) + ".lock")):
         existing = _reuse_existing(dest, target)
         if existing is not None:
             return existing

@@ -2,7 +2,9 @@
 
 Lower layer: depends only on :mod:`slmctl.errors`, :mod:`slmctl.names`, the standard library,
 pydantic and filelock. Import the public API from here; the Modelfile layer vocabulary (kinds, media
-types, order, canonical bytes, decoding) is :mod:`slmctl.store.layers`.
+types, order, canonical bytes, decoding) is :mod:`slmctl.store.layers`, when a stored blob can be
+trusted and where damaged ones go :mod:`slmctl.store.integrity`, Ctrl-C around a commit
+:mod:`slmctl.store.interrupts`, the lock files of pulls :mod:`slmctl.store.locks`.
 """
 
 from slmctl.store.blobs import HashingWriter, StagedBlob, blob_name, sha256_bytes, sha256_file

@@ -18,13 +18,14 @@ import io
 import json
 import os
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, BinaryIO
 
 from slmctl.errors import IntegrityError, InvalidModelFile, OperationFailed, UsageError
 from slmctl.names import ModelRef
 from slmctl.store.blobs import DIGEST_PREFIX, StagedBlob, blob_name, digest_from_blob_name
+from slmctl.store.interrupts import commit_section
 from slmctl.store.layout import os_reason
 from slmctl.store.manifest import Manifest
 from slmctl.store.store import ModelStore
@@ -202,14 +203,17 @@ def read_index(tar: tarfile.TarFile, where: str) -> list[Manifest]:
     return manifests
 
 
-def import_bundle(store: ModelStore, path: Path, *, name: ModelRef | None = None) -> list[Manifest]:
+def import_bundle(store: ModelStore, path: Path, *, name: ModelRef | None = None, force: bool = False,
+                  on_notice: Callable[[str], None] | None = None) -> list[Manifest]:
     """Import every model of the bundle at ``path``; returns the stored manifests.
 
     Each blob is streamed into staging while hashed; every digest and size is checked against the
     manifests before anything is committed (a mismatch is an ``IntegrityError`` naming the blob, a
     truncated or malformed bundle an ``InvalidModelFile``; the store is left unchanged either way).
-    ``name`` renames the model of a single-model bundle. Existing models of the same names are
-    replaced, as ``import`` does for files.
+    ``name`` renames the model of a single-model bundle. A name that belongs to a different model is
+    refused (``UsageError``, before anything is stored) unless ``force``; the same content is imported
+    again in place (replacing damaged stored copies: ``on_notice`` says where they went). Ctrl-C leaves
+    either every model stored or none.
     """
     path = path.expanduser()
     where = f"the bundle {path}"
@@ -243,7 +247,7 @@ def import_bundle(store: ModelStore, path: Path, *, name: ModelRef | None = None
                 + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""),
                 hint="the file is probably truncated; copy or export it again",
             )
-        return _commit_all(store, manifests, staged)
+        return _commit_all(store, manifests, staged, force=force, on_notice=on_notice)
     finally:
         for blob in staged.values():
             blob.discard()
@@ -286,14 +290,21 @@ def _stage_blobs(
             )
 
 
-def _commit_all(store: ModelStore, manifests: list[Manifest], staged: dict[str, StagedBlob]) -> list[Manifest]:
-    """Commit the manifests one by one under one hold of the lock; each takes the blobs it uses first."""
+def _commit_all(store: ModelStore, manifests: list[Manifest], staged: dict[str, StagedBlob], *, force: bool,
+                on_notice: Callable[[str], None] | None) -> list[Manifest]:
+    """Commit the manifests one by one under one hold of the lock (one commit section: all or none
+    before the first commit point); each takes the blobs it uses first. Names are checked first."""
+    for manifest in manifests:
+        store.check_stored_blobs(manifest)  # the hashing of reused blobs stays interruptible
     committed: list[Manifest] = []
     remaining = dict(staged)
-    with store.locked():
+    with commit_section(), store.locked():
+        if not force:
+            for manifest in manifests:
+                store.check_name(manifest)
         for manifest in manifests:
             mine = [remaining.pop(digest) for digest in sorted(manifest.blob_digests()) if digest in remaining]
-            committed.append(store.commit(manifest, mine))
+            committed.append(store.commit(manifest, mine, on_notice=on_notice))
     return committed
 
 

@@ -6,11 +6,14 @@ Layout under ``root`` (``$SLMCTL_HOME/models``)::
     manifests/<name parts>/<tag>.json
     tmp/                            staging (same filesystem, so renames are atomic)
     materialized/<digest[:16]>/     ONNX folders made of links to blobs
+    verified/sha256-<hex>           when each blob was last verified (see slmctl.store.integrity)
+    quarantine/sha256-<hex>.<time>  damaged blobs moved aside, never deleted by slmctl
     .lock                           one lock shared by every process
 
 :class:`StoreLayout` is the read-only half of :class:`~slmctl.store.store.ModelStore`: paths, the
-lock, and scanning ``manifests/`` (never ``blobs/``) into manifests plus the files that failed to
-parse. Directories are created lazily by the writers.
+lock, reading one manifest (:meth:`StoreLayout.get`), scanning ``manifests/`` (never ``blobs/``) into
+manifests plus the files that failed to parse, and checking that a manifest's blobs are there with
+their sizes. Directories are created lazily by the writers.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 from pydantic import ValidationError
 
-from slmctl.errors import ModelNotFound, OperationFailed, UsageError
+from slmctl.errors import IntegrityError, ModelNotFound, OperationFailed, UsageError
 from slmctl.names import ModelRef, parse_model_ref
 from slmctl.store.blobs import DIGEST_IN_TEXT_RE, blob_name, digest_from_blob_name, digest_hex
 from slmctl.store.manifest import Manifest
@@ -89,9 +92,47 @@ class StoreLayout:
         self.manifests_dir = self.root / "manifests"
         self.tmp_dir = self.root / "tmp"
         self.materialized_dir = self.root / "materialized"
+        self.verified_dir = self.root / "verified"
+        self.quarantine_dir = self.root / "quarantine"
         self.lock_path = self.root / ".lock"
         self.lock_timeout = lock_timeout
         self._lock = FileLock(self.lock_path, is_singleton=True)
+
+    def get(self, ref: ModelRef) -> Manifest:
+        """The manifest of ``ref``; ``ModelNotFound`` if absent, ``OperationFailed`` if unreadable."""
+        path = self.manifest_path(ref)
+        try:
+            return self.read_manifest(path)
+        except FileNotFoundError:
+            raise not_found(ref) from None
+        except (OSError, ValueError) as exc:
+            raise OperationFailed(
+                f"the manifest of '{ref}' is unreadable ({path}): {describe_read_error(exc)}",
+                hint=f"remove it with 'slmctl rm {ref}' and import the model again",
+            ) from exc
+
+    def exists(self, ref: ModelRef) -> bool:
+        """Whether ``ref`` has a manifest."""
+        return self.manifest_path(ref).is_file()
+
+    def check_blob_sizes(self, manifest: Manifest, pending: dict[str, Path]) -> None:
+        """Check every referenced blob is pending (staged) or stored, with the size the manifest declares.
+
+        Missing or of another size: ``IntegrityError``. Only sizes: contents are :mod:`slmctl.store.integrity`'s.
+        """
+        for item in [*manifest.files, *manifest.layers]:
+            path = pending.get(item.digest, self.blob_path(item.digest))
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                raise IntegrityError(
+                    f"cannot store '{manifest.ref}': blob {item.digest} is missing",
+                    hint="import the model again, or run 'slmctl verify --repair'",
+                ) from None
+            if size != item.size:
+                raise IntegrityError(
+                    f"cannot store '{manifest.ref}': blob {item.digest} has {size} bytes, the manifest says {item.size}"
+                )
 
     @contextmanager
     def locked(self) -> Iterator[None]:

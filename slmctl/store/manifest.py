@@ -81,6 +81,16 @@ class SourceInfo(_Strict):
     ref: str
     revision: str | None = None
 
+    def describe(self) -> str:
+        """Where the model came from, for messages: ``imported from /x/m.gguf``, ``pulled from hf://...``."""
+        if self.type == "local":
+            return f"imported from {self.ref}"
+        if self.type in ("hf", "ollama", "url"):
+            return f"pulled from {self.ref}"
+        if self.type == "create":
+            return "created from a Modelfile"
+        return f"from {self.type} {self.ref}"
+
 
 class ModelDetails(_Strict):
     """Descriptive metadata read from the model files (all optional)."""
@@ -155,6 +165,10 @@ class Manifest(_Strict):
     def layer(self, kind: LayerKind) -> Layer | None:
         """The first layer of ``kind``, or ``None``."""
         return next((layer for layer in self.layers if layer.kind == kind), None)
+
+    def same_content(self, other: Manifest) -> bool:
+        """Whether ``other`` is the same model: format, files and layers equal (name, origin, details aside)."""
+        return (self.format, self.files, self.layers) == (other.format, other.files, other.layers)
 
     def digest(self) -> str:
         """``sha256:`` of the canonical JSON of the content (name, tag and created_at excluded)."""

@@ -4,40 +4,28 @@ Invariants: staging never holds the lock and writes only to ``tmp/``; everything
 ``blobs/``, ``manifests/`` or ``materialized/`` runs under the lock; a manifest file appears only
 complete (atomic replace) and only after all its blobs exist; blob GC deletes only blobs no manifest
 references. So ``list`` never shows a half-imported model and ``remove`` never deletes a blob that an
-in-flight import is about to reference. The layout and the reading side are in
-:mod:`slmctl.store.layout`.
+in-flight import is about to reference. A stored blob is reused only once verified
+(:mod:`slmctl.store.integrity`), and Ctrl-C leaves a change either done or not done
+(:mod:`slmctl.store.interrupts`). The layout and the reading side are in :mod:`slmctl.store.layout`,
+staging in :mod:`slmctl.store.staging`, what a runtime opens in :mod:`slmctl.store.materialize`.
 """
 
 from __future__ import annotations
 
 import builtins
-import os
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from slmctl.errors import IntegrityError, OperationFailed, UsageError
 from slmctl.names import ModelRef
-from slmctl.store import fsutil
-from slmctl.store.blobs import (
-    MATERIALIZE_PREFIX,
-    STAGE_PREFIX,
-    HashingWriter,
-    StagedBlob,
-    sha256_file,
-    staging_owner_alive,
-)
-from slmctl.store.layout import (
-    MANIFEST_SUFFIX,
-    ManifestProblem,
-    StoreLayout,
-    describe_read_error,
-    not_found,
-    os_reason,
-)
+from slmctl.store import fsutil, integrity, interrupts
+from slmctl.store.blobs import StagedBlob, staging_owner_alive
+from slmctl.store.layout import MANIFEST_SUFFIX, ManifestProblem, not_found, os_reason
 from slmctl.store.manifest import Manifest
+from slmctl.store.materialize import Materializer
+from slmctl.store.staging import Staging
 
 
 #: Prefix of the resumable downloads ``slmctl pull`` keeps in ``tmp/``, and how long they are kept.
@@ -62,79 +50,96 @@ class RemoveResult:
     removed_blobs: list[str]
 
 
-class ModelStore(StoreLayout):
+class ModelStore(Staging, Materializer):
     """Content-addressed store of GGUF and ONNX models shared by all slmctl processes.
 
     ``root`` is ``$SLMCTL_HOME/models``; directories are created when first needed.
     """
 
-    # ------------------------------------------------------------------ staging (no lock)
-
-    def open_staging(self) -> HashingWriter:
-        """A writer that streams into a new staging file in ``tmp/`` (for downloads and the like)."""
-        return HashingWriter(self.tmp_dir)
-
-    def stage_file(self, src: Path) -> StagedBlob:
-        """Copy ``src`` into ``tmp/`` while hashing it. Does not take the lock."""
-        try:
-            stream = open(src, "rb")  # noqa: SIM115 - closed by the with below
-        except OSError as exc:
-            raise OperationFailed(
-                f"cannot read '{src}': {os_reason(exc)}", hint="check the path and its permissions"
-            ) from exc
-        with stream:
-            return self._stage(lambda writer: writer.copy_from(stream), f"'{src}'")
-
-    def staging_path(self, suffix: str = "") -> Path:
-        """A fresh path in ``tmp/`` for a tool that writes a file itself (see :meth:`stage_written`)."""
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        return self.tmp_dir / f"{STAGE_PREFIX}{os.getpid()}-{uuid.uuid4().hex}{suffix}"
-
-    def stage_written(self, path: Path) -> StagedBlob:
-        """Stage a file already written at a :meth:`staging_path` (hashed in place, no copy)."""
-        if path.parent != self.tmp_dir:
-            raise ValueError(f"{path} is not in the staging folder")
-        digest, size = sha256_file(path)
-        return StagedBlob(digest, size, path)
-
-    def stage_bytes(self, data: bytes) -> StagedBlob:
-        """Stage an in-memory blob (a Modelfile layer, for instance). Does not take the lock."""
-        return self._stage(lambda writer: writer.write(data), "data")
-
-    def _stage(self, fill: Callable[[HashingWriter], None], what: str) -> StagedBlob:
-        try:
-            with self.open_staging() as writer:
-                fill(writer)
-                return writer.finish()
-        except OSError as exc:
-            raise OperationFailed(
-                f"cannot copy {what} into the model store: {os_reason(exc)}",
-                hint=f"check free space and permissions under {self.root}",
-            ) from exc
-
     # ------------------------------------------------------------------ changes (under the lock)
 
-    def commit(self, manifest: Manifest, staged: builtins.list[StagedBlob]) -> Manifest:
+    def commit(self, manifest: Manifest, staged: builtins.list[StagedBlob], *, replace: bool = True,
+               on_notice: Callable[[str], None] | None = None) -> Manifest:
         """Move staged blobs into ``blobs/`` and publish ``manifest`` atomically (under the lock).
 
         Every digest the manifest references must be staged or already stored, with the declared
-        size, else ``IntegrityError``. Staged files are gone afterwards, whatever happens. Replacing
-        an existing ``name:tag`` garbage-collects the blobs only the old manifest used.
+        size, else ``IntegrityError``. A stored blob is reused only when it is trusted
+        (:mod:`slmctl.store.integrity`): one that changed since it was last verified is hashed again
+        first, and a damaged one is moved to ``quarantine/`` and replaced by the staged copy
+        (``on_notice`` is told where it went); with no staged copy the commit fails (``IntegrityError``).
+        ``replace=False`` refuses to give the name of a different model to this one (``UsageError``
+        naming both; the same content is fine). Staged files are gone afterwards, whatever happens.
+        Replacing an existing ``name:tag`` garbage-collects the blobs only the old manifest used. Ctrl-C
+        cancels the commit until the manifest is published and is absorbed after
+        (:mod:`slmctl.store.interrupts`).
         """
         try:
-            with self.locked():
-                pending = {blob.digest: blob.tmp_path for blob in staged if blob.tmp_path.is_file()}
-                self._verify_blobs(manifest, pending)
-                moved: set[str] = set()
-                try:
-                    self._adopt(pending, manifest.blob_digests(), moved)
-                    return self._publish(manifest)
-                except BaseException:
-                    self._collect(moved)
-                    raise
+            damaged = self.check_stored_blobs(manifest)  # hashing, interruptible, no lock
+        except BaseException:
+            _discard(staged)
+            raise
+        with interrupts.commit_section() as section:
+            try:
+                with self.locked():
+                    if not replace:
+                        self.check_name(manifest)
+                    pending = {blob.digest: blob.tmp_path for blob in staged if blob.tmp_path.is_file()}
+                    self.check_blob_sizes(manifest, pending)
+                    moved: set[str] = set()
+                    try:
+                        self._adopt(manifest, pending, damaged, moved, on_notice)
+                        section.checkpoint()  # the last moment a Ctrl-C cancels the commit
+                        return self._publish(manifest, section)
+                    except BaseException:
+                        self._collect(moved)
+                        raise
+            finally:
+                _discard(staged)
+
+    def check_stored_blobs(self, manifest: Manifest) -> set[str]:
+        """Verify the stored blobs ``manifest`` would reuse (hashing those not trusted); the damaged ones."""
+        sizes = {item.digest: item.size for item in [*manifest.files, *manifest.layers]}
+        return {digest for digest, size in sizes.items()
+                if self.blob_path(digest).exists() and integrity.check_blob(self, digest, size) == "damaged"}
+
+    def check_name(self, manifest: Manifest) -> None:
+        """Refuse (``UsageError``) a name that already belongs to a model of different content."""
+        path = self.manifest_path(manifest.ref)
+        if not path.is_file():
+            return
+        try:
+            existing: Manifest | None = self.read_manifest(path)
+        except (OSError, ValueError):
+            existing = None
+        if existing is not None and existing.same_content(manifest):
+            return
+        raise name_taken(manifest.ref, existing,
+                         f"the new model ({manifest.format}, id {_short(manifest)}, {manifest.source.describe()})")
+
+    def restore_blobs(self, staged: builtins.list[StagedBlob]) -> builtins.list[str]:
+        """Put verified copies of blobs that models reference but the store lacks (repair); the restored digests.
+
+        A stored blob that is intact is kept, a damaged one moved to ``quarantine/``; staged files are
+        gone afterwards.
+        """
+        restored: builtins.list[str] = []
+        try:
+            with interrupts.commit_section(), self.locked():
+                scan = self.scan()
+                sizes = {item.digest: item.size for m in scan.manifests for item in [*m.files, *m.layers]}
+                for blob in staged:
+                    if sizes.get(blob.digest) != blob.size or not blob.tmp_path.is_file():
+                        continue
+                    if self.blob_path(blob.digest).exists():
+                        if integrity.check_blob(self, blob.digest, blob.size) == "ok":
+                            continue  # repaired meanwhile (an import of the same file)
+                        integrity.quarantine(self, blob.digest)
+                    integrity.adopt(self, blob.digest, blob.tmp_path)
+                    restored.append(blob.digest)
+                self.drop_materialized(scan.manifests, set(restored))
         finally:
-            for blob in staged:
-                blob.discard()
+            _discard(staged)
+        return restored
 
     def copy(self, src: ModelRef, dst: ModelRef) -> Manifest:
         """Make ``dst`` a new name for ``src``'s content (blobs shared, no data copied).
@@ -143,10 +148,10 @@ class ModelStore(StoreLayout):
         """
         if src == dst:
             raise UsageError(f"cannot copy '{src}' onto itself", hint="give the copy another name or tag")
-        with self.locked():
+        with interrupts.commit_section() as section, self.locked():
             manifest = self.get(src).renamed(dst)
-            self._verify_blobs(manifest, {})
-            return self._publish(manifest)
+            self.check_blob_sizes(manifest, {})
+            return self._publish(manifest, section)
 
     def remove(self, ref: ModelRef) -> RemoveResult:
         """Delete a model's manifest, then every blob and materialized folder nothing else uses."""
@@ -180,6 +185,7 @@ class ModelStore(StoreLayout):
                 except FileNotFoundError:
                     continue
                 fsutil.delete_file(path)
+                integrity.forget_stamp(self, digest)
                 result.freed_bytes += size
                 result.removed_blobs.append(digest)
             keep = {self.materialized_path(manifest).name for manifest in scan.manifests}
@@ -188,39 +194,37 @@ class ModelStore(StoreLayout):
                     fsutil.delete_tree(entry)
         return result
 
-    def _verify_blobs(self, manifest: Manifest, pending: dict[str, Path]) -> None:
-        """Check every referenced blob is stored or pending, with the size the manifest declares."""
-        for item in [*manifest.files, *manifest.layers]:
-            path = pending.get(item.digest, self.blob_path(item.digest))
-            try:
-                size = path.stat().st_size
-            except FileNotFoundError:
-                raise IntegrityError(
-                    f"cannot store '{manifest.ref}': blob {item.digest} is missing", hint="import the model again"
-                ) from None
-            if size != item.size:
-                raise IntegrityError(
-                    f"cannot store '{manifest.ref}': blob {item.digest} has {size} bytes, the manifest says {item.size}"
-                )
-
-    def _adopt(self, pending: dict[str, Path], wanted: set[str], moved: set[str]) -> None:
-        """Move the wanted staged files into ``blobs/``, adding the digests that were new to ``moved``."""
-        for digest, tmp_path in pending.items():
-            target = self.blob_path(digest)
-            if digest not in wanted or target.exists():
-                continue
-            try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                fsutil.make_read_only(tmp_path)
-                os.replace(tmp_path, target)
-            except OSError as exc:
-                raise OperationFailed(f"cannot move blob {digest} into the model store: {os_reason(exc)}") from exc
-            moved.add(digest)
+    def _adopt(self, manifest: Manifest, pending: dict[str, Path], damaged: set[str], moved: set[str],
+               on_notice: Callable[[str], None] | None) -> None:
+        """Move the staged blobs the manifest needs into ``blobs/`` (lock held), recording new digests in
+        ``moved``; a stored blob that is not trusted is checked, and replaced by the staged copy if damaged."""
+        replaced: set[str] = set()
+        for digest, size in {item.digest: item.size for item in [*manifest.files, *manifest.layers]}.items():
+            if self.blob_path(digest).exists():
+                if integrity.is_trusted(self, digest, size):
+                    continue
+                if digest not in damaged and integrity.check_blob(self, digest, size) == "ok":
+                    continue  # verified in the meantime (a stamp that could not be written, a race)
+                if digest not in pending:
+                    raise IntegrityError(
+                        f"cannot store '{manifest.ref}': the stored blob {digest} it uses is damaged",
+                        hint="run 'slmctl verify --repair' to fetch it again from its source",
+                    )
+                where = integrity.quarantine(self, digest)
+                replaced.add(digest)
+                if on_notice is not None and where is not None:
+                    on_notice(f"the stored copy of blob {digest} was damaged: moved it to {where}; "
+                              "the new copy replaces it")
+            if digest in pending:
+                integrity.adopt(self, digest, pending[digest])
+                moved.add(digest)
         if moved:
             fsutil.fsync_dir(self.blobs_dir)
+        if replaced:
+            self.drop_materialized(self.scan().manifests, replaced)
 
-    def _publish(self, manifest: Manifest) -> Manifest:
-        """Write the manifest atomically (lock held); GC what a replaced manifest alone used."""
+    def _publish(self, manifest: Manifest, section: interrupts.CommitSection) -> Manifest:
+        """Write the manifest atomically (lock held): the commit point; GC what a replaced manifest alone used."""
         path = self.manifest_path(manifest.ref)
         self._check_name_free(manifest.ref, path)
         replaced = path.is_file()
@@ -228,6 +232,7 @@ class ModelStore(StoreLayout):
             fsutil.write_atomic(path, manifest.to_json())
         except OSError as exc:
             raise OperationFailed(f"cannot write the manifest of '{manifest.ref}': {os_reason(exc)}") from exc
+        section.committed()
         if replaced:
             self.collect_garbage()
         return manifest
@@ -240,23 +245,6 @@ class ModelStore(StoreLayout):
 
     # ------------------------------------------------------------------ reading
 
-    def get(self, ref: ModelRef) -> Manifest:
-        """The manifest of ``ref``; ``ModelNotFound`` if absent, ``OperationFailed`` if unreadable."""
-        path = self.manifest_path(ref)
-        try:
-            return self.read_manifest(path)
-        except FileNotFoundError:
-            raise not_found(ref) from None
-        except (OSError, ValueError) as exc:
-            raise OperationFailed(
-                f"the manifest of '{ref}' is unreadable ({path}): {describe_read_error(exc)}",
-                hint=f"remove it with 'slmctl rm {ref}' and import the model again",
-            ) from exc
-
-    def exists(self, ref: ModelRef) -> bool:
-        """Whether ``ref`` has a manifest."""
-        return self.manifest_path(ref).is_file()
-
     def list_with_problems(self) -> tuple[builtins.list[Manifest], builtins.list[ManifestProblem]]:
         """All readable manifests sorted by name:tag, and the manifest files that were skipped."""
         scan = self.scan()
@@ -265,49 +253,6 @@ class ModelStore(StoreLayout):
     def list(self) -> builtins.list[Manifest]:
         """All models sorted by name:tag (reads only ``manifests/``; unreadable files are skipped)."""
         return self.scan().manifests
-
-    # ------------------------------------------------------------------ what a runtime opens
-
-    def model_path(self, manifest: Manifest) -> Path:
-        """The primary blob (GGUF, opened directly) or a materialized folder of links (ONNX).
-
-        A GGUF split in several files gets a materialized folder too (llama.cpp finds the other parts
-        by name next to the first one); the path of the first part inside it is returned.
-        """
-        if manifest.format == "gguf" and len(manifest.files) > 1:
-            return self._materialize(manifest) / manifest.primary_file.path
-        if manifest.format == "gguf":
-            path = self.blob_path(manifest.primary_file.digest)
-            if not path.is_file():
-                raise _damaged(manifest)
-            return path
-        return self._materialize(manifest)
-
-    def _materialize(self, manifest: Manifest) -> Path:
-        target = self.materialized_path(manifest)
-        if _is_materialized(target, manifest):
-            return target
-        with self.locked():
-            if self.get(manifest.ref).digest() != manifest.digest():
-                raise OperationFailed(
-                    f"the model '{manifest.ref}' changed in the store while it was being opened",
-                    hint="run the command again",
-                )
-            if _is_materialized(target, manifest):
-                return target
-            try:
-                self._verify_blobs(manifest, {})
-            except IntegrityError:
-                raise _damaged(manifest) from None
-            fsutil.delete_tree(target)  # an incomplete folder left by an older crash
-            entries = [(entry.path, self.blob_path(entry.digest)) for entry in manifest.files]
-            try:
-                fsutil.build_link_tree(target, entries, self.tmp_dir, prefix=f"{MATERIALIZE_PREFIX}{os.getpid()}-")
-            except OSError as exc:
-                raise OperationFailed(
-                    f"cannot prepare the model folder of '{manifest.ref}': {os_reason(exc)}"
-                ) from exc
-        return target
 
     # ------------------------------------------------------------------ maintenance
 
@@ -338,16 +283,21 @@ class ModelStore(StoreLayout):
         return builtins.list(directory.iterdir()) if directory.is_dir() else []
 
 
-def _is_materialized(target: Path, manifest: Manifest) -> bool:
-    """Whether ``target`` holds every file of the manifest with the right size (links followed)."""
-    try:
-        return all((target / entry.path).stat().st_size == entry.size for entry in manifest.files)
-    except OSError:
-        return False
+def _discard(staged: builtins.list[StagedBlob]) -> None:
+    for blob in staged:
+        blob.discard()
 
 
-def _damaged(manifest: Manifest) -> IntegrityError:
-    return IntegrityError(
-        f"the model '{manifest.ref}' is damaged: some of its files are missing from the store",
-        hint=f"remove it with 'slmctl rm {manifest.ref}' and import it again",
+def name_taken(ref: ModelRef, existing: Manifest | None, new: str) -> UsageError:
+    """The error for a name that belongs to a different model (``existing``; None: an unreadable manifest)."""
+    held = ("an unreadable manifest" if existing is None else
+            f"another model ({existing.format}, id {_short(existing)}, {existing.source.describe()})")
+    return UsageError(
+        f"the name '{ref}' is taken by {held}; {new} was not stored",
+        hint=f"give the new model another name with --name, or add --force to replace '{ref}'",
     )
+
+
+def _short(manifest: Manifest) -> str:
+    """The 12 hex digits ``list`` shows as a model's ID."""
+    return manifest.digest().removeprefix("sha256:")[:12]

@@ -1,8 +1,10 @@
 """Checking stored models against their manifests (``slmctl verify``).
 
 Every blob a model references (files and Modelfile layers) is re-hashed and compared with the
-digest and size its manifest records. Read-only: nothing is repaired or deleted, and the store lock
-is not taken (hashing large models must not block other processes).
+digest and size its manifest records. Nothing is repaired or deleted and the store lock is not taken
+(hashing large models must not block other processes); the verification stamps of the blobs are
+refreshed (good) or dropped (damaged), so that an import or pull never trusts a blob found damaged
+(:mod:`slmctl.store.integrity`). Repairing is :mod:`slmctl.repair`'s job.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any, Literal
 
 from slmctl.errors import OperationFailed
 from slmctl.names import ModelRef
-from slmctl.store.blobs import sha256_file
+from slmctl.store.integrity import forget_stamp, rehash
 from slmctl.store.manifest import Manifest
 from slmctl.store.store import ModelStore
 
@@ -106,14 +108,11 @@ def verify_manifest(
     ]
     for kind, name, digest, size in items:
         if digest not in cache:
-            path = store.blob_path(digest)
-            if not path.is_file():
-                cache[digest] = None
-            else:
-                try:
-                    cache[digest] = sha256_file(path)
-                except OperationFailed as exc:
-                    cache[digest] = exc
+            try:
+                cache[digest] = rehash(store, digest)
+            except OperationFailed as exc:
+                forget_stamp(store, digest)
+                cache[digest] = exc
         outcome = cache[digest]
         if outcome is None:
             result.files.append(FileCheck(kind, name, digest, size, "missing"))
