@@ -23,16 +23,18 @@ from slmctl.store import Manifest
 
 def build_request(defaults: ModelDefaults, messages: Sequence[ChatMessage], sampling: SamplingOptions, *,
                   json_format: str | dict[str, Any] | None = None, template: str | None = None,
-                  tools: list[dict[str, Any]] | None = None) -> GenerateRequest:
+                  tools: Sequence[dict[str, Any]] | None = None, logprobs: int | None = None) -> GenerateRequest:
     """The request for a whole conversation (system messages included): rendered with the Modelfile's
-    TEMPLATE (or ``template``) when there is one, else handed to the model's own chat template."""
+    TEMPLATE (or ``template``) when there is one, else handed to the model's own chat template (with
+    ``tools``, its ``tools`` variable)."""
     template = template if template is not None else defaults.template
     if template is not None:
         from slmctl.modelfile.prompting import render_messages
 
-        text = render_messages(template, messages, tools=tools)
-        return GenerateRequest(sampling, prompt=text, json_format=json_format)
-    return GenerateRequest(sampling, messages=tuple(messages), json_format=json_format)
+        text = render_messages(template, messages, tools=list(tools) if tools else None)
+        return GenerateRequest(sampling, prompt=text, json_format=json_format, logprobs=logprobs)
+    return GenerateRequest(sampling, messages=tuple(messages), json_format=json_format,
+                           tools=tuple(tools) if tools else None, logprobs=logprobs)
 
 
 def fit_conversation(messages: Sequence[ChatMessage], count: Callable[[list[ChatMessage]], int],

@@ -25,7 +25,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any
 import httpx
 import pytest
 
+from node_packages import node_modules_for
 from serve_fixtures import Served, free_port
 
 SEED = Path(__file__).parent / "seed_clients"
@@ -208,45 +208,10 @@ def test_curl_embeddings(curl_answers: list[dict[str, Any]], server: Served) -> 
 # --- Node.js Express + axios ----------------------------------------------------------------------
 
 
-def npm(args: list[str], cwd: Path) -> None:
-    done = subprocess.run(["npm", *args, "--no-audit", "--no-fund", "--loglevel=error"], cwd=cwd,
-                          capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "npm_config_update_notifier": "false"})
-    assert done.returncode == 0, f"npm {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
-
-
-def installed(folder: Path) -> bool:
-    def version(package: str) -> str | None:
-        try:
-            return json.loads((folder / "node_modules" / package / "package.json").read_text())["version"]
-        except (OSError, ValueError, KeyError):
-            return None
-
-    return version("axios") == AXIOS and version("express") == EXPRESS
-
-
 @pytest.fixture(scope="module")
 def node_modules(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """``node_modules`` with the pinned axios and express, installed once into pytest's cache folder."""
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("node and npm are needed for the seed's Express example")
-    cache = getattr(request.config, "cache", None)
-    root = cache.mkdir("seed-node-modules") if cache is not None else tmp_path_factory.mktemp("node")
-    folder = root / f"axios-{AXIOS}_express-{EXPRESS}"
-    if not installed(folder):
-        staging = Path(tempfile.mkdtemp(prefix="install-", dir=root))
-        try:
-            npm(["init", "-y"], staging)
-            npm(["install", "--save-exact", f"axios@{AXIOS}", f"express@{EXPRESS}"], staging)
-            assert installed(staging), "npm installed other versions than pinned"
-            shutil.rmtree(folder, ignore_errors=True)
-            try:
-                staging.rename(folder)
-            except OSError:  # another run installed it meanwhile
-                assert installed(folder)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-    return folder / "node_modules"
+    """``node_modules`` with the pinned axios and express."""
+    return node_modules_for(request, tmp_path_factory, {"axios": AXIOS, "express": EXPRESS})
 
 
 def test_express_axios_app(server: Served, node_modules: Path, tmp_path: Path) -> None:

@@ -14,9 +14,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from slmctl.options import LoadOptions, SamplingOptions
+from slmctl.structured.schema import check_json_format
 
 DoneReason = Literal["stop", "length", "cancel"]
 Role = Literal["system", "user", "assistant", "tool"]
@@ -26,8 +27,49 @@ Role = Literal["system", "user", "assistant", "tool"]
 class ChatMessage:
     role: Role
     content: str
-    #: Tool calls an assistant message made: ``{"function": {"name": ..., "arguments": {...}}}`` each.
+    #: Tool calls an assistant message made: ``{"id": ..., "type": "function", "function": {"name": ...,
+    #: "arguments": {...}}}`` each (``id`` and ``type`` may be absent; arguments are a JSON object).
     tool_calls: tuple[dict[str, Any], ...] | None = None
+    #: On a ``tool`` message: the call it answers, and the function's name.
+    tool_call_id: str | None = None
+    name: str | None = None
+
+    def template_dict(self) -> dict[str, Any]:
+        """The message as Hugging Face chat templates read it (only the fields that are set)."""
+        out: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            out["tool_calls"] = [{"type": "function", **call} for call in self.tool_calls]
+        if self.tool_call_id is not None:
+            out["tool_call_id"] = self.tool_call_id
+        if self.name is not None:
+            out["name"] = self.name
+        return out
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One generated token with its log-probability and the most likely alternatives at its place."""
+
+    token: str
+    logprob: float
+    bytes: tuple[int, ...]
+    #: ``(token, logprob, bytes)`` of the most likely tokens, best first.
+    top: tuple[tuple[str, float, tuple[int, ...]], ...] = ()
+
+
+class Chunk(str):
+    """A piece of generated text; ``logprobs`` holds its tokens' log-probabilities when they were asked
+    for (a ``str``, so every consumer that only wants text can ignore them)."""
+
+    logprobs: tuple[TokenLogprob, ...]
+
+    def __new__(cls, text: str, logprobs: tuple[TokenLogprob, ...] = ()) -> "Chunk":
+        chunk = super().__new__(cls, text)
+        chunk.logprobs = logprobs
+        return chunk
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Chunk, (str(self), self.logprobs))
 
 
 def fallback_prompt(messages: tuple[ChatMessage, ...]) -> str:
@@ -50,10 +92,16 @@ class GenerateRequest:
     json_format: str | dict[str, Any] | None = None
     #: Keep generating through end-of-sequence tokens (benchmarks need exact token counts).
     ignore_eos: bool = False
+    #: Function tools offered to the model, rendered by its own chat template (``messages`` only).
+    tools: tuple[dict[str, Any], ...] | None = None
+    #: ``None``: no log-probabilities; ``k`` >= 0: each chunk carries its tokens' log-probabilities
+    #: with the ``k`` most likely alternatives (a :class:`Chunk`).
+    logprobs: int | None = None
 
     def __post_init__(self) -> None:
         if sum(x is not None for x in (self.prompt, self.messages, self.tokens)) != 1:
             raise ValueError("GenerateRequest needs exactly one of prompt, messages or tokens")
+        check_json_format(self.json_format)
 
 
 @dataclass
@@ -68,6 +116,8 @@ class Stats:
     time_to_first_token: int = 0
     total_duration: int = 0
     done_reason: DoneReason = "stop"
+    #: Prompt tokens whose KV entries were reused from an earlier request (prefix cache hits).
+    prompt_cached_count: int = 0
 
     @staticmethod
     def rate(count: int, duration_ns: int) -> float:
@@ -174,6 +224,49 @@ class Generation:
         return self.text
 
 
+class Sink(Protocol):
+    """Where one generation's results go, as they are produced (from the thread producing them)."""
+
+    def chunk(self, text: str) -> None: ...
+
+    def done(self, stats: Stats) -> None: ...
+
+    def fail(self, error: BaseException) -> None: ...
+
+
+class Batch(ABC):
+    """Several generations of one model decoded together, a step at a time, by one thread."""
+
+    slots: int
+
+    @property
+    @abstractmethod
+    def active(self) -> int:
+        """Generations in progress."""
+
+    @abstractmethod
+    def free_slots(self) -> int:
+        """How many more generations :meth:`add` can take now."""
+
+    @abstractmethod
+    def add(self, request: GenerateRequest, sink: Sink, cancel: threading.Event) -> None:
+        """Start ``request``; its chunks, then its statistics or its error, go to ``sink`` during later
+        steps. Raises (delivering nothing) when it cannot start: no free slot, a prompt over the context."""
+
+    @abstractmethod
+    def step(self) -> None:
+        """Advance every generation by one token (or one prompt chunk); setting a generation's ``cancel``
+        ends it at the next step."""
+
+    @abstractmethod
+    def fail_all(self, error: BaseException) -> None:
+        """End every generation in progress with ``error``."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Free the batch's memory (generations still running fail)."""
+
+
 class LoadedModel(ABC):
     """A model held in memory by one backend. Safe to call from several threads."""
 
@@ -210,6 +303,11 @@ class LoadedModel(ABC):
         """Warnings for options this runtime cannot honour (they are ignored, never silently)."""
         return []
 
+    def batch(self, slots: int) -> Batch | None:
+        """A :class:`Batch` decoding up to ``slots`` generations together, or None when this model
+        generates one request at a time."""
+        return None
+
     @abstractmethod
     def close(self) -> None:
         """Free the runtime's memory. The object is unusable afterwards."""
@@ -229,12 +327,14 @@ class Backend(ABC):
 
     @abstractmethod
     def load(self, path: Path, options: LoadOptions, *, device: str = "cpu", embedding: bool = False,
-             provider_options: Mapping[str, str] | None = None, adapters: Sequence[Path] = ()) -> LoadedModel:
+             provider_options: Mapping[str, str] | None = None, adapters: Sequence[Path] = (),
+             slots: int | None = None) -> LoadedModel:
         """Load the model at ``path`` (a file or a materialized folder) on ``device``.
 
         ``device`` is a concrete name from :meth:`devices` (``cpu``, ``cuda``, ``qnn``, ...);
         ``provider_options`` pass through to the runtime's device (e.g. ONNX provider options);
-        ``adapters`` are LoRA files applied at load time.
+        ``adapters`` are LoRA files applied at load time; ``slots``: the model will generate through
+        :meth:`LoadedModel.batch` with that many slots (a backend may then skip single-request state).
         """
 
     @abstractmethod

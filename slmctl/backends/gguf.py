@@ -13,7 +13,7 @@ import os
 import random
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +26,15 @@ from slmctl.backends.base import (
     LoadedInfo,
     LoadedModel,
     Stats,
+    TokenLogprob,
     fallback_prompt,
 )
-from slmctl.backends.tokenloop import stream_text
+from slmctl.backends.tokenloop import score_token, stream_text
 from slmctl.errors import ContextOverflow, InvalidModelFile, OperationFailed
 from slmctl.options import LLAMA_CPP_NAMES, LoadOptions, SamplingOptions
 
+#: The context of a ``Llama`` whose generations run in a batch (it only tokenizes; llama.cpp's minimum).
+_BATCHED_OWN_CONTEXT = 256
 _SAMPLING_KEYS = ("temperature", "top_k", "top_p", "min_p", "typical_p", "repeat_penalty",
                   "presence_penalty", "frequency_penalty")
 
@@ -72,13 +75,15 @@ class LlamaCppBackend(Backend):
         return usable_gguf_devices()
 
     def load(self, path: Path, options: LoadOptions, *, device: str = "cpu", embedding: bool = False,
-             provider_options: Mapping[str, str] | None = None, adapters: Sequence[Path] = ()) -> LlamaCppModel:
+             provider_options: Mapping[str, str] | None = None, adapters: Sequence[Path] = (),
+             slots: int | None = None) -> LlamaCppModel:
         llama_cpp = _import_llama_cpp()
         gpu = device != "cpu" and bool(llama_cpp.llama_supports_gpu_offload())
         threads = options.num_thread or physical_cores()
+        batched = bool(slots) and not embedding  # generation runs on the batch's own context
         kwargs: dict[str, Any] = {
             "model_path": str(path),
-            "n_ctx": options.num_ctx,
+            "n_ctx": _BATCHED_OWN_CONTEXT if batched else options.num_ctx,
             "n_batch": options.num_batch,
             "n_ubatch": options.num_batch,
             "n_gpu_layers": options.num_gpu if gpu else 0,
@@ -108,8 +113,10 @@ class LlamaCppBackend(Backend):
         # llama.cpp pads its context (to 256 tokens) but llama-cpp-python's token buffers hold what was
         # asked for: the smaller of the two is what a prompt plus its answer may use.
         usable = min(llm.n_ctx(), options.num_ctx) if options.num_ctx > 0 else llm.n_ctx()
+        if batched:  # the context the batch gives each sequence: what was asked, within what the model knows
+            usable = min(options.num_ctx, llm._model.n_ctx_train()) if options.num_ctx > 0 else llm._model.n_ctx_train()
         info = LoadedInfo("gguf", device, usable, load_ns, template)
-        return LlamaCppModel(llm, info, llama_cpp)
+        return LlamaCppModel(llm, info, llama_cpp, batched=batched, num_batch=options.num_batch)
 
     @staticmethod
     def _load_error(path: Path, exc: Exception, log: list[tuple[int, str]]) -> OperationFailed:
@@ -129,16 +136,24 @@ class LlamaCppBackend(Backend):
 class LlamaCppModel(LoadedModel):
     """One ``Llama`` instance, serialised by a lock."""
 
-    def __init__(self, llm: Any, info: LoadedInfo, llama_cpp: Any) -> None:
+    def __init__(self, llm: Any, info: LoadedInfo, llama_cpp: Any, *, batched: bool = False,
+                 num_batch: int = 512) -> None:
+        #: Loaded for :meth:`batch` only: its own context is too small to generate on.
+        self._batched = batched
+        #: Tokens one decode step may take (a batch's per-step budget).
+        self.num_batch = num_batch
         self._llm = llm
         self._llama_cpp = llama_cpp
         self._lock = threading.Lock()
         self._formatter: Any = None
+        self._guard: Any = None
         self.info = info
 
     # -- prompt --------------------------------------------------------------------------------
-    def _chat_prompt(self, messages: tuple[ChatMessage, ...]) -> tuple[str, bool]:
-        """Render chat messages with the GGUF's template. Returns (prompt, template_added_bos)."""
+    def _chat_prompt(self, messages: tuple[ChatMessage, ...],
+                     tools: tuple[dict[str, Any], ...] | None = None) -> tuple[str, bool]:
+        """Render chat messages (and the tools offered) with the GGUF's template. Returns (prompt,
+        template_added_bos)."""
         if self.info.chat_template is None:
             return fallback_prompt(messages), False
         if self._formatter is None:
@@ -149,7 +164,8 @@ class LlamaCppModel(LoadedModel):
             bos = model.token_get_text(model.token_bos()) if model.token_bos() >= 0 else ""
             self._formatter = Jinja2ChatFormatter(self.info.chat_template, eos_token=eos, bos_token=bos)
         try:
-            result = self._formatter(messages=[{"role": m.role, "content": m.content} for m in messages])
+            result = self._formatter(messages=[m.template_dict() for m in messages],
+                                     tools=list(tools) if tools else None)
         except Exception as exc:  # jinja2 errors from a model's own template
             raise OperationFailed(f"the model's chat template failed: {exc}") from exc
         return result.prompt, True
@@ -159,13 +175,13 @@ class LlamaCppModel(LoadedModel):
             return self.detokenize(list(request.tokens))
         if request.messages is None:
             return request.prompt or ""
-        return self._chat_prompt(request.messages)[0]
+        return self._chat_prompt(request.messages, request.tools)[0]
 
     def prompt_tokens(self, request: GenerateRequest) -> list[int]:
         if request.tokens is not None:
             return list(request.tokens)
         if request.messages is not None:
-            text, templated = self._chat_prompt(request.messages)
+            text, templated = self._chat_prompt(request.messages, request.tools)
             add_bos = not templated and self._llm._model.add_bos_token()
         else:
             text = request.prompt or ""
@@ -174,18 +190,18 @@ class LlamaCppModel(LoadedModel):
 
     # -- generation ----------------------------------------------------------------------------
     def generate(self, request: GenerateRequest, cancel: threading.Event | None = None) -> Generation:
+        if self._batched:
+            raise OperationFailed("this model was loaded for batched generation", "generate through its batch")
         return Generation(lambda stats, stop: self._run(request, stats, stop), cancel=cancel)
 
     def _grammar(self, json_format: str | dict[str, Any] | None) -> Any:
         if json_format is None:
             return None
-        from llama_cpp.llama_grammar import JSON_GBNF, LlamaGrammar
+        from llama_cpp.llama_grammar import LlamaGrammar
 
-        if isinstance(json_format, dict):
-            import json
+        from slmctl.structured.gbnf import grammar_for
 
-            return LlamaGrammar.from_json_schema(json.dumps(json_format), verbose=False)
-        return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+        return LlamaGrammar.from_string(grammar_for(json_format), verbose=False)
 
     def _run(self, request: GenerateRequest, stats: Stats, cancel: threading.Event) -> Iterator[str]:
         options = request.options
@@ -213,12 +229,60 @@ class LlamaCppModel(LoadedModel):
         llm, vocab = self._llm, self._llm._model.vocab
         is_eog = self._llama_cpp.llama_vocab_is_eog
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        steps = llm.generate(tokens, reset=True, grammar=self._grammar(request.json_format),
+        grammar = self._grammar(request.json_format)
+        processors = [self._utf8_processor(len(tokens))] if grammar is not None else None
+        steps = llm.generate(tokens, reset=True, grammar=grammar, logits_processor=processors,
                              **sampling_kwargs(request.options))
         yield from stream_text(
             steps, is_end=lambda t: not request.ignore_eos and is_eog(vocab, t),
             decode=lambda t: decoder.decode(llm.detokenize([t])), flush=lambda: decoder.decode(b"", final=True),
-            stops=request.options.stop, limit=limit, stats=stats, cancel=cancel)
+            stops=request.options.stop, limit=limit, stats=stats, cancel=cancel,
+            score=self._scorer(request.logprobs))
+
+    def utf8_guard(self) -> Any:
+        """The vocabulary's :class:`~slmctl.backends.utf8_guard.Utf8Guard` (built on first use)."""
+        if self._guard is None:
+            from slmctl.backends.utf8_guard import Utf8Guard
+
+            llm = self._llm
+            self._guard = Utf8Guard.for_vocabulary(llm.n_vocab(), lambda t: llm.detokenize([t], special=True))
+        return self._guard
+
+    def _utf8_processor(self, prompt_length: int) -> Callable[[Any, Any], Any]:
+        """A logits processor that keeps a constrained answer valid UTF-8 (see ``utf8_guard``)."""
+        guard, state, seen = self.utf8_guard(), [0], [prompt_length]
+
+        def keep_valid(input_ids: Any, logits: Any) -> Any:
+            for token in input_ids[seen[0]:]:
+                state[0] = guard.advance(state[0], int(token))
+            seen[0] = len(input_ids)
+            guard.mask(logits, state[0])
+            return logits
+
+        return keep_valid
+
+    def _scorer(self, top: int | None) -> Callable[[int], TokenLogprob] | None:
+        """Log-probabilities of each sampled token, read from the logits it was sampled from."""
+        if top is None:
+            return None
+        import numpy as np
+
+        llm = self._llm
+        n_vocab = llm.n_vocab()
+
+        def score(token: int) -> TokenLogprob:
+            logits = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(n_vocab,))
+            return score_token(logits, token, top, lambda t: llm.detokenize([t], special=True))
+
+        return score
+
+    def batch(self, slots: int) -> Any:
+        """Continuous batching on a context of its own (see :mod:`slmctl.backends.gguf_batch`)."""
+        if self._llm.context_params.embeddings:
+            return None  # an embedding model answers embed() calls only
+        from slmctl.backends.gguf_batch import GgufBatch
+
+        return GgufBatch(self, slots)
 
     # -- other calls ---------------------------------------------------------------------------
     def tokenize(self, text: str, *, special: bool = False) -> list[int]:

@@ -24,9 +24,10 @@ from slmctl.backends.base import (
     LoadedInfo,
     LoadedModel,
     Stats,
+    TokenLogprob,
     fallback_prompt,
 )
-from slmctl.backends.tokenloop import stream_text
+from slmctl.backends.tokenloop import score_token, stream_text
 from slmctl.formats.onnx_folder import read_chat_template
 from slmctl.errors import ContextOverflow, DeviceUnavailable, InvalidModelFile, OperationFailed
 from slmctl.options import ONNX_GENAI_NAMES, ONNX_GENAI_UNSUPPORTED, LoadOptions, SamplingOptions, unsupported_options
@@ -59,7 +60,8 @@ class OnnxGenaiBackend(Backend):
         return usable_onnx_providers()
 
     def load(self, path: Path, options: LoadOptions, *, device: str = "cpu", embedding: bool = False,
-             provider_options: Mapping[str, str] | None = None, adapters: Sequence[Path] = ()) -> LoadedModel:
+             provider_options: Mapping[str, str] | None = None, adapters: Sequence[Path] = (),
+             slots: int | None = None) -> LoadedModel:
         if adapters:
             raise InvalidModelFile("LoRA adapters are supported for GGUF models only")
         if not (path / "genai_config.json").is_file():
@@ -136,9 +138,10 @@ class OnnxGenaiModel(LoadedModel):
             return request.prompt or ""
         if self.info.chat_template is None:
             return fallback_prompt(request.messages)
-        payload = json.dumps([{"role": m.role, "content": m.content} for m in request.messages])
+        payload = json.dumps([m.template_dict() for m in request.messages])
+        extra = {"tools": json.dumps(list(request.tools))} if request.tools else {}
         try:
-            return self._tokenizer.apply_chat_template(payload, add_generation_prompt=True)
+            return self._tokenizer.apply_chat_template(payload, add_generation_prompt=True, **extra)
         except RuntimeError as exc:
             raise OperationFailed(f"the model's chat template failed: {exc}") from exc
 
@@ -194,16 +197,24 @@ class OnnxGenaiModel(LoadedModel):
     def _token_loop(self, generator: Any, tokens: list[int], limit: int, request: GenerateRequest,
                     stats: Stats, cancel: threading.Event) -> Iterator[str]:
         stream = self._tokenizer.create_stream()
+        top = request.logprobs
+        logits: list[Any] = []  # the logits the last token was sampled from (when scoring)
 
         def steps() -> Iterator[int]:
             generator.append_tokens(tokens)  # the prompt is evaluated in the first step
             while not generator.is_done():
+                if top is not None:
+                    logits[:] = [generator.get_logits()]
                 generator.generate_next_token()
                 yield int(generator.get_next_tokens()[0])
 
+        def score(token: int) -> TokenLogprob:
+            return score_token(logits[0], token, top or 0, lambda t: self.detokenize([t]).encode("utf-8"))
+
         yield from stream_text(
             steps(), is_end=lambda t: not request.ignore_eos and t in self._eos, decode=stream.decode,
-            flush=lambda: "", stops=request.options.stop, limit=limit, stats=stats, cancel=cancel)
+            flush=lambda: "", stops=request.options.stop, limit=limit, stats=stats, cancel=cancel,
+            score=score if top is not None else None)
 
     # -- other calls ---------------------------------------------------------------------------
     def tokenize(self, text: str, *, special: bool = False) -> list[int]:

@@ -70,11 +70,13 @@ class LoadPlan:
         return (self.digest, self.options.model_dump_json(), self.device, self.embedding, self.provider_options)
 
 
-def load_plan(plan: LoadPlan, backends: BackendRegistry | None = None) -> LoadedModel:
-    """Load ``plan`` through the backend of its format, in this process."""
+def load_plan(plan: LoadPlan, backends: BackendRegistry | None = None, *, slots: int | None = None) -> LoadedModel:
+    """Load ``plan`` through the backend of its format, in this process (``slots``: for a runner that
+    will decode that many generations together)."""
     backend = (backends or BackendRegistry()).get(plan.format)
     return backend.load(plan.path, plan.options, device=plan.device, embedding=plan.embedding,
-                        provider_options=dict(plan.provider_options) or None, adapters=list(plan.adapters))
+                        provider_options=dict(plan.provider_options) or None, adapters=list(plan.adapters),
+                        slots=slots)
 
 
 _RUNTIME_MODULES = {"gguf": "llama_cpp", "onnx": "onnxruntime_genai"}

@@ -2,7 +2,7 @@
 
 The child (:mod:`slmctl.engine.runner_process`) is started with ``python -m`` and one end of a Unix
 socket pair; both ends speak :mod:`multiprocessing.connection` messages (pickled tuples). The parent
-sends ``("load", plan)``, then ``("generate", id, request)``, ``("cancel", id)``, ``("call", id, method,
+sends ``("load", plan, slots)``, then ``("generate", id, request)``, ``("cancel", id)``, ``("call", id, method,
 args)`` and ``("close",)``; the child answers ``("loaded", info)`` or ``("failed", error)``, then
 ``("chunk", id, text)``, ``("done", id, stats)``, ``("error", id, error)`` and ``("result", id, value)``.
 A reader thread (or, in ``serve``, the event loop itself) dispatches the child's messages to each
@@ -68,9 +68,11 @@ class ProcessRunner(Runner):
     """A model loaded in a child process, driven through a socket pair."""
 
     def __init__(self, plan: LoadPlan, *, env: Mapping[str, str] | None = None, load_timeout: float = 600.0,
-                 loop: asyncio.AbstractEventLoop | None = None) -> None:
+                 loop: asyncio.AbstractEventLoop | None = None, slots: int | None = None) -> None:
         super().__init__()
         self.plan = plan
+        #: Generations the child decodes together (None: one at a time; models that cannot batch ignore it).
+        self.slots = slots
         parent_sock, child_sock = socket.socketpair()
         self._conn = Connection(os.dup(parent_sock.fileno()))
         parent_sock.close()
@@ -110,7 +112,7 @@ class ProcessRunner(Runner):
     # -- start -----------------------------------------------------------------------------------
     def _handshake(self, plan: LoadPlan, timeout: float) -> Any:
         try:
-            self._conn.send(("load", plan))
+            self._conn.send(("load", plan, self.slots))
             if not self._conn.poll(timeout):
                 raise OperationFailed(f"loading '{plan.model}' took longer than {timeout:.0f} s",
                                       "raise the load timeout, or free memory")

@@ -7,12 +7,14 @@ went away) stops at the next token, or is skipped while still queued.
 
 :class:`ThreadRunner` keeps the model in this process (``run``, and inside a runner process);
 :class:`~slmctl.engine.process_runner.ProcessRunner` keeps it in a child process (``serve``). Both
-offer the same interface, :class:`Runner`. The worker runs one job at a time (``slots`` = 1); the
-batching loop of a later version plugs in here, serving several slots per step.
+offer the same interface, :class:`Runner`. The worker runs one job at a time, or, given ``slots`` and a
+model that can batch (:meth:`~slmctl.backends.base.LoadedModel.batch`), decodes up to ``slots`` jobs
+together a step at a time, admitting queued jobs as slots free up (continuous batching).
 """
 
 from __future__ import annotations
 
+import collections
 import itertools
 import queue
 import threading
@@ -20,24 +22,14 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
-from typing import Any, Protocol
+from typing import Any
 
-from slmctl.backends.base import GenerateRequest, Generation, LoadedInfo, LoadedModel, Stats
+from slmctl.backends.base import Batch, GenerateRequest, Generation, LoadedInfo, LoadedModel, Sink, Stats
 from slmctl.errors import RunnerCrashed
 from slmctl.options import SamplingOptions
 
 #: The model methods a runner forwards besides generation (``call``).
 CALLS = frozenset({"embed", "tokenize", "detokenize", "prompt_text", "prompt_tokens", "unsupported"})
-
-
-class Sink(Protocol):
-    """Where a worker delivers one job's results."""
-
-    def chunk(self, text: str) -> None: ...
-
-    def done(self, stats: Stats) -> None: ...
-
-    def fail(self, error: BaseException) -> None: ...
 
 
 @dataclass
@@ -177,10 +169,12 @@ class _Releasing:
 class ThreadRunner(Runner):
     """The model in this process, driven by one worker thread."""
 
-    def __init__(self, model: LoadedModel, *, name: str = "model") -> None:
+    def __init__(self, model: LoadedModel, *, name: str = "model", slots: int | None = None) -> None:
         super().__init__()
         self.model = model
         self.info = model.info
+        #: Decodes several jobs together (None: one job at a time).
+        self.batch = model.batch(slots) if slots else None
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._closed = False
         self._worker = threading.Thread(target=self._work, name=f"runner:{name}", daemon=True)
@@ -218,20 +212,60 @@ class ThreadRunner(Runner):
             self.release()
 
     def _work(self) -> None:
+        if self.batch is not None:
+            self._work_batched(self.batch)
+            return
         while (job := self._jobs.get()) is not None:
             try:
                 run_job(self.model, Job(job.request, _Releasing(job.sink, self.release), job.cancel))
             except Exception:  # noqa: BLE001 - a sink that cannot take the end has nobody left to tell
                 pass
 
-    def close(self) -> None:
+    def _work_batched(self, batch: Batch) -> None:
+        """Admit queued jobs while slots are free, step the batch, repeat; block only when idle."""
+        waiting: collections.deque[Job] = collections.deque()
+        stopping = False
+        while not stopping:
+            try:
+                job = self._jobs.get(block=not batch.active and not waiting)
+                while True:
+                    if job is None:
+                        stopping = True
+                        break
+                    waiting.append(Job(job.request, _Releasing(job.sink, self.release), job.cancel))
+                    job = self._jobs.get_nowait()
+            except queue.Empty:
+                pass
+            for job in [j for j in waiting if j.cancel.is_set()]:
+                waiting.remove(job)
+                job.sink.done(Stats(done_reason="cancel"))
+            while waiting and batch.free_slots() and not stopping:
+                job = waiting.popleft()
+                try:
+                    batch.add(job.request, job.sink, job.cancel)
+                except BaseException as error:  # noqa: BLE001 - this job's failure, told to its reader
+                    job.sink.fail(error)
+            if batch.active and not stopping:
+                try:
+                    batch.step()
+                except BaseException as error:  # noqa: BLE001 - a failed step ends its generations
+                    batch.fail_all(error)
+        error = RunnerCrashed("this model was unloaded", "try again: the next request loads it")
+        for job in waiting:
+            job.sink.fail(error)
+        batch.close()
+
+    def close(self, *, free_model: bool = True) -> None:
+        """Stop the worker (jobs still queued fail) and free the model, unless ``free_model`` is False
+        (the model is shared with another runner)."""
         if self._closed:
             return
         self._closed = True
         self._jobs.put(None)
         if threading.current_thread() is not self._worker:
             self._worker.join()
-        self.model.close()
+        if free_model:
+            self.model.close()
 
 
 _ids = itertools.count(1)

@@ -2,8 +2,9 @@
 
 It loads one :class:`~slmctl.engine.loader.LoadPlan`, then serves the parent's messages (the
 vocabulary is documented in :mod:`slmctl.engine.process_runner`) with a
-:class:`~slmctl.engine.runner.ThreadRunner`: the main thread reads messages and sets cancel events, the
-runner's worker generates, and other calls (embed, tokenize) run on a small thread pool. It exits when
+:class:`~slmctl.engine.runner.ThreadRunner` (batching ``slots`` generations where the model can): the
+main thread reads messages and sets cancel events, the runner's worker generates, and other calls
+(embed, tokenize) run on a small thread pool. It exits when
 the parent says ``close`` or goes away (the socket closes), so a runner never outlives its server.
 """
 
@@ -48,14 +49,14 @@ def serve(conn: Connection) -> None:
         with lock:
             conn.send(message)
 
-    _, plan = conn.recv()
+    _, plan, slots = conn.recv()
     try:
-        model = load_plan(plan)
+        model = load_plan(plan, slots=slots)
     except BaseException as error:  # noqa: BLE001 - reported to the parent, which raises it
         send(("failed", encode_error(error)))
         return
     send(("loaded", model.info))
-    runner = ThreadRunner(model, name=plan.model)
+    runner = ThreadRunner(model, name=plan.model, slots=slots)
     cancels: dict[int, threading.Event] = {}
     pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="runner-call")
 

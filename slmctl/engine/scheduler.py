@@ -35,8 +35,11 @@ DEFAULT_MAX_LOADED = 3
 class SchedulerSettings:
     keep_alive: float | None = 300.0
     max_loaded: int = DEFAULT_MAX_LOADED
+    #: Requests a model serves at once (decoded together where the model can batch, see ``batching``).
     parallel: int = 1
     max_queue: int = 512
+    #: Decode up to ``parallel`` requests of a model together (continuous batching; GGUF models).
+    batching: bool = False
     #: Load each model in its own runner process.
     isolate: bool = False
     load_timeout: float = 600.0
@@ -89,8 +92,13 @@ class Scheduler:
         if self.settings.isolate:
             from slmctl.engine.process_runner import ProcessRunner
 
-            return ProcessRunner(plan, load_timeout=self.settings.load_timeout)
-        return ThreadRunner(load_plan(plan), name=plan.model)
+            return ProcessRunner(plan, load_timeout=self.settings.load_timeout, slots=self.slots)
+        return ThreadRunner(load_plan(plan, slots=self.slots), name=plan.model, slots=self.slots)
+
+    @property
+    def slots(self) -> int | None:
+        """Generations a runner decodes together (None: one at a time, without a batch)."""
+        return self.settings.parallel if self.settings.batching else None
 
     # -- acquiring a model --------------------------------------------------------------------
     def runner(self, plan: LoadPlan, keep_alive: float | None | str = "default") -> Runner:

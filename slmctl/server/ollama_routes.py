@@ -8,7 +8,6 @@ queue) gets a real 4xx/503 instead of a 200 with an error line.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -17,10 +16,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from slmctl.backends.base import ChatMessage, GenerateRequest, Stats
+from slmctl.engine.runner import Runner
 from slmctl.errors import UsageError
 from slmctl.modelinfo import capabilities
-from slmctl.server.serving import Serving, Target
-from slmctl.server.streaming import Relay, ndjson_response
+from slmctl.server.serving import Serving, Target, shorten
+from slmctl.server.streaming import Relay, collect, ndjson_response
+from slmctl.toolcalls import ToolCall, ToolCallFilter, parse_tool_calls, tool_names
 from slmctl.wire import ollama as wire
 
 router = APIRouter()
@@ -40,27 +41,6 @@ def require(target: Target, capability: str, what: str, template: str | None = N
     if capability not in capabilities(target.manifest, template or target.defaults.template):
         raise UsageError(f"model '{target.name}' does not support {what}",
                          "use a model that does (slmctl show MODEL lists its capabilities)")
-
-
-async def collect(relay: Relay, http: Request) -> str:
-    """The whole answer; a client that disconnects meanwhile cancels the generation."""
-    parts: list[str] = []
-
-    async def read() -> None:
-        async for chunk in relay:
-            parts.append(chunk)
-
-    task = asyncio.ensure_future(read())
-    try:
-        while not task.done():
-            done, _ = await asyncio.wait({task}, timeout=0.5)
-            if not done and await http.is_disconnected():
-                task.cancel()
-                break
-        return await task
-    finally:
-        if not task.done():
-            task.cancel()
 
 
 async def respond(http: Request, relay: Relay, stream: bool, chunk: Callable[[str], dict[str, Any]],
@@ -85,6 +65,34 @@ async def respond(http: Request, relay: Relay, stream: bool, chunk: Callable[[st
 
 async def _only(final: Callable[[Stats, str], dict[str, Any]], relay: Relay) -> AsyncIterator[dict[str, Any]]:
     yield final(relay.stats, "")
+
+
+async def respond_with_tools(http: Request, relay: Relay, stream: bool, model: str, offered: list[str]) -> Any:
+    """A chat answer whose tool calls (to the ``offered`` functions) become ``message.tool_calls``; while
+    streaming, text that may be a call is held back until it is decided."""
+    if not stream:
+        text = await collect(relay, http)
+        content, calls = parse_tool_calls(text, offered)
+        return JSONResponse(wire.chat_final(model, relay.stats, content, ollama_calls(calls)))
+    split = ToolCallFilter(offered)
+
+    async def pieces() -> AsyncIterator[dict[str, Any]]:
+        async for piece in relay:
+            text = split.feed(piece)
+            if text:
+                yield wire.chat_chunk(model, text)
+        rest, calls = split.finish()
+        if rest or calls:
+            yield wire.chat_chunk(model, rest, ollama_calls(calls))
+        yield wire.chat_final(model, relay.stats, "")
+
+    events = pieces()
+    first = [await anext(events)]  # errors before the first piece still become a real HTTP error
+    return ndjson_response(first, events)
+
+
+def ollama_calls(calls: list[ToolCall]) -> list[dict[str, Any]] | None:
+    return [{"function": {"name": c.name, "arguments": c.arguments}} for c in calls] or None
 
 
 async def load_or_unload(serving: Serving, target: Target, *, chat: bool) -> dict[str, Any]:
@@ -134,7 +142,7 @@ def chat_messages(body: wire.ChatBody) -> list[ChatMessage]:
     out = []
     for m in body.messages:
         calls = tuple(c.model_dump() for c in m.tool_calls) if m.tool_calls else None
-        out.append(ChatMessage(m.role, m.content, tool_calls=calls))
+        out.append(ChatMessage(m.role, m.content, tool_calls=calls, name=m.tool_name))
     return out
 
 
@@ -145,8 +153,6 @@ async def chat(body: wire.ChatBody, http: Request) -> Any:
     if not body.messages:
         return await load_or_unload(serving, target, chat=True)
     require(target, "completion", "chat")
-    if body.tools:
-        require(target, "tools", "tools")
     if any(m.images for m in body.messages):
         raise UsageError(f"model '{target.name}' does not support images", "send text only")
     fmt = json_format(body.format)
@@ -155,9 +161,15 @@ async def chat(body: wire.ChatBody, http: Request) -> Any:
     def make(kept: list[ChatMessage]) -> GenerateRequest:
         return serving.request(target, kept, json_format=fmt, tools=body.tools)
 
-    relay = await serving.start(target, lambda runner: serving.fit(runner, target, messages, head, make,
-                                                                   truncate=body.truncate))
+    def build(runner: Runner) -> GenerateRequest:
+        if body.tools:
+            serving.check_tools(target, runner)
+        return serving.fit(runner, target, messages, head, make, truncate=body.truncate)
+
+    relay = await serving.start(target, build)
     name = target.name
+    if body.tools:
+        return await respond_with_tools(http, relay, body.stream, name, tool_names(body.tools))
     return await respond(http, relay, body.stream, lambda text: wire.chat_chunk(name, text),
                          lambda stats, text: wire.chat_final(name, stats, text))
 
@@ -174,7 +186,7 @@ async def embed(body: wire.EmbedBody, http: Request) -> Any:
         return {"model": target.name, "embeddings": []}
     vectors, count = await serving.embed(target, texts, truncate=body.truncate)
     if body.dimensions:
-        vectors = [_shorten(v, body.dimensions) for v in vectors]
+        vectors = [shorten(v, body.dimensions) for v in vectors]
     return {"model": target.name, "embeddings": vectors, "total_duration": time.perf_counter_ns() - start,
             "load_duration": 0, "prompt_eval_count": count}
 
@@ -189,12 +201,3 @@ async def embeddings(body: wire.EmbeddingsBody, http: Request) -> Any:
         return {"embedding": []}
     vectors, _ = await serving.embed(target, [body.prompt], truncate=True)
     return {"embedding": vectors[0]}
-
-
-def _shorten(vector: list[float], dimensions: int) -> list[float]:
-    """Keep the first ``dimensions`` values and normalise again (Matryoshka-style truncation)."""
-    if dimensions >= len(vector):
-        return vector
-    head = vector[:dimensions]
-    norm = sum(x * x for x in head) ** 0.5 or 1.0
-    return [x / norm for x in head]

@@ -14,9 +14,10 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
-from slmctl.backends.base import ChatMessage, GenerateRequest
+from slmctl.backends.base import ChatMessage, GenerateRequest, Stats
 from slmctl.chat import build_request, fit_conversation
 from slmctl.engine import Engine, LoadPlan, ModelDefaults, Scheduler
 from slmctl.engine.runner import Runner
@@ -24,6 +25,7 @@ from slmctl.errors import ContextOverflow, ModelNotFound, UsageError
 from slmctl.names import parse_model_ref
 from slmctl.options import ALL_KEYS, ALIASES, LoadOptions, SamplingOptions, build_options
 from slmctl.server.config import ServeConfig
+from slmctl.server.limits import cap_options
 from slmctl.server.streaming import Relay
 from slmctl.settings import Settings
 from slmctl.store import Manifest
@@ -60,10 +62,24 @@ class Serving:
         self.settings = settings
         self.env = env
         self._pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="serve")
+        #: Called on the event loop with (model name, stats) when a generation ends (the metrics' hook).
+        self.on_generation: list[Callable[[str, Stats], None]] = []
 
     async def run(self, func: Callable[..., T], *args: Any) -> T:
         """Run blocking ``func`` on the pool."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, lambda: func(*args))
+
+    async def acquire(self, target: Target) -> tuple[Runner, int]:
+        """The scheduler's :meth:`~slmctl.engine.Scheduler.acquire` on the pool; a request cancelled
+        meanwhile (client gone, ``--request-timeout``) releases the runner once it arrives."""
+        future = asyncio.get_running_loop().run_in_executor(
+            self._pool, lambda: self.scheduler.acquire(target.plan, target.keep_alive))
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            future.add_done_callback(lambda done: None if done.cancelled() or done.exception() is not None
+                                     else done.result()[0].release())
+            raise
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -96,7 +112,7 @@ class Serving:
                 continue
             known[name] = [value] if name == "stop" and isinstance(value, str) else value
         base: dict[str, Any] = {"flash_attn": True} if self.config.flash_attention else {}
-        return build_options(base, defaults.params, known)
+        return cap_options(build_options(base, defaults.params, known), known, self.config)
 
     def target(self, name: str, api_options: Mapping[str, Any] | None, keep_alive: Any, *,
                embedding: bool = False) -> Target:
@@ -106,9 +122,28 @@ class Serving:
         plan = self.engine.plan(manifest, load, embedding=embedding)
         return Target(manifest, defaults, plan, sampling, self.keep_alive(keep_alive))
 
+    @staticmethod
+    def check_tools(target: Target, runner: Runner) -> None:
+        """Refuse tools for a model whose template (the Modelfile's TEMPLATE, else the model's own chat
+        template) does not render them: the model would never see them."""
+        from slmctl.modelinfo import capabilities
+
+        template = target.defaults.template
+        renders = "tools" in capabilities(target.manifest, template) if template is not None \
+            else "tools" in (runner.info.chat_template or "")
+        if not renders:
+            raise UsageError(f"model '{target.name}' does not support tools (its chat template does not render them)",
+                             "use a model whose template supports tools (on /v1, tool_choice 'required' or a "
+                             "named function works with any model: the call is enforced)")
+
+    @staticmethod
+    def log_user(user: str, endpoint: str, model: str) -> None:
+        """OpenAI's ``user`` field: accepted and logged (who asked for what), never interpreted."""
+        log.info("user %r: %s on %s", user[:128], endpoint, model)
+
     # -- model lifetime -------------------------------------------------------------------------
     async def load(self, target: Target) -> None:
-        runner = await self.run(self.scheduler.runner, target.plan, target.keep_alive)
+        runner, _ = await self.acquire(target)
         runner.release()
 
     async def unload(self, target: Target) -> None:
@@ -132,9 +167,10 @@ class Serving:
         return out + list(messages), head
 
     def request(self, target: Target, messages: Sequence[ChatMessage], *, json_format: Any = None,
-                template: str | None = None, tools: list[dict[str, Any]] | None = None) -> GenerateRequest:
-        return build_request(target.defaults, messages, target.sampling, json_format=json_format,
-                             template=template, tools=tools)
+                template: str | None = None, tools: Sequence[dict[str, Any]] | None = None,
+                logprobs: int | None = None, sampling: SamplingOptions | None = None) -> GenerateRequest:
+        return build_request(target.defaults, messages, sampling or target.sampling, json_format=json_format,
+                             template=template, tools=tools, logprobs=logprobs)
 
     def fit(self, runner: Runner, target: Target, messages: list[ChatMessage], head: int,
             make: Callable[[list[ChatMessage]], GenerateRequest], *, truncate: bool) -> GenerateRequest:
@@ -146,7 +182,8 @@ class Serving:
                                       context if truncate else None, head)
         if size >= context:
             raise ContextOverflow(f"the prompt is {size} tokens but the context holds {context}",
-                                  "shorten the input, raise options.num_ctx, or allow truncate")
+                                  "shorten the input, or raise the model's context (PARAMETER num_ctx; "
+                                  "options.num_ctx on the Ollama API, where truncate also drops old turns)")
         if len(kept) < len(messages):
             log.info("%s: dropped %d older message(s) to fit the context of %d tokens",
                      target.name, len(messages) - len(kept), context)
@@ -163,20 +200,23 @@ class Serving:
             return request
         if not truncate:
             raise ContextOverflow(f"the prompt is {len(tokens)} tokens but the context holds {context}",
-                                  "shorten the prompt, raise options.num_ctx, or allow truncate")
+                                  "shorten the prompt, or raise the model's context (PARAMETER num_ctx; "
+                                  "options.num_ctx on the Ollama API, where truncate also cuts the prompt)")
         room = target.sampling.num_predict if 0 < target.sampling.num_predict < context // 2 else context // 4
         keep = max(1, context - 1 - room)
         log.info("%s: prompt of %d tokens cut to its last %d", target.name, len(tokens), keep)
-        return GenerateRequest(request.options, tokens=tuple(tokens[-keep:]), json_format=request.json_format)
+        return GenerateRequest(request.options, tokens=tuple(tokens[-keep:]), json_format=request.json_format,
+                               logprobs=request.logprobs)
 
     async def start(self, target: Target, build: Callable[[Runner], GenerateRequest]) -> Relay:
         """Load the model if needed, build the request against it (``build`` runs on the pool and may
         count tokens), and queue it; the model stays held throughout, so ``keep_alive: 0`` cannot unload
         it in between. Errors before the first chunk surface on the relay's first read."""
-        runner, load_ns = await self.run(self.scheduler.acquire, target.plan, target.keep_alive)
+        runner, load_ns = await self.acquire(target)
         try:
             request = await self.run(build, runner)
             relay = Relay()
+            relay.on_done += [partial(observe, target.name) for observe in self.on_generation]
             relay.started(self.scheduler.stream(runner, target.plan, request, relay), load_ns)
         finally:
             runner.release()
@@ -185,7 +225,7 @@ class Serving:
     async def embed(self, target: Target, texts: list[str], *, truncate: bool) -> tuple[list[list[float]], int]:
         """One vector per text, and the number of tokens read. Inputs over the context are cut to it
         (``truncate``) or refused with their size."""
-        runner = await self.run(self.scheduler.runner, target.plan, target.keep_alive)
+        runner, _ = await self.acquire(target)
         try:
             context = runner.info.context_length
 
@@ -204,3 +244,20 @@ class Serving:
             return await self.run(runner.embed, fitted), count
         finally:
             runner.release()
+
+    async def detokenize(self, target: Target, token_lists: list[list[int]]) -> list[str]:
+        """The text of each token list, by the model's own tokenizer."""
+        runner, _ = await self.acquire(target)
+        try:
+            return [await self.run(runner.call, "detokenize", tokens) for tokens in token_lists]
+        finally:
+            runner.release()
+
+
+def shorten(vector: list[float], dimensions: int) -> list[float]:
+    """Keep the first ``dimensions`` values and normalise again (Matryoshka-style truncation)."""
+    if dimensions >= len(vector):
+        return vector
+    head = vector[:dimensions]
+    norm = sum(x * x for x in head) ** 0.5 or 1.0
+    return [x / norm for x in head]

@@ -62,6 +62,7 @@ class TinyOnnxSpec:
     template_file: bool = False
     #: ``model.type`` in genai_config.json: any decoder-only type genai knows (llama, qwen2, phi3, ...).
     model_type: str = "llama"
+    chat_template: str = CHATML_TEMPLATE
 
 
 #: The benchmark model: 12 layers of 768, 16000-token vocabulary: 83M fp32 parameters, ~331 MB in one file.
@@ -193,9 +194,9 @@ def write_tiny_onnx_genai(directory: str | os.PathLike[str], spec: TinyOnnxSpec 
         "model_max_length": spec.context_length,
     }
     if spec.template_file:
-        (directory / "chat_template.jinja").write_text(CHATML_TEMPLATE, encoding="utf-8")
+        (directory / "chat_template.jinja").write_text(spec.chat_template, encoding="utf-8")
     else:
-        tokenizer_config["chat_template"] = CHATML_TEMPLATE
+        tokenizer_config["chat_template"] = spec.chat_template
     write_tokenizer_files(directory, tokenizer, tokenizer_config)
     write_json(directory / "genai_config.json", _genai_config(spec))
     live_ids = printable_token_ids(tokenizer) + (list(_EOS_IDS) if spec.eos_reachable else [])

@@ -1,0 +1,274 @@
+"""Continuous batching for GGUF models: several generations decoded together on one llama.cpp context.
+
+One ``llama_context`` with ``n_seq_max`` = slots and a unified KV pool sized ``slots x context``, so
+every sequence may use the model's whole context. Each :meth:`GgufBatch.step` builds one
+``llama_batch``: the pending token of every generating sequence first, then prompt chunks of newly
+admitted ones within what is left of ``n_batch`` (a long prompt is prefilled over several steps, so a
+newcomer delays the others' next token by at most one ``n_batch`` chunk), then ``llama_decode`` once and
+one sample per sequence from its own sampler chain (its options, seed and grammar). A finished or
+cancelled sequence frees its slot at once; its KV entries stay as a cache, and a later prompt that starts
+the same way (a system prompt, a chat history plus one message) reuses them (``prompt_cached_count``).
+One thread drives a batch (the runner's worker); no llama.cpp call here happens on any other.
+"""
+
+from __future__ import annotations
+
+import codecs
+import random
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from slmctl.backends.base import Batch, GenerateRequest, Sink, Stats
+from slmctl.backends.tokenloop import TextStream, score_token
+from slmctl.errors import ContextOverflow, OperationFailed
+
+
+@dataclass
+class _Sequence:
+    slot: int
+    request: GenerateRequest
+    sink: Sink
+    cancel: threading.Event
+    prompt: list[int]
+    stream: TextStream
+    sampler: Any
+    #: The tokens whose KV entries this sequence holds (prompt first, then the decoded answer).
+    cached: list[int] = field(default_factory=list)
+    fed: int = 0
+    pending: int | None = None
+    index: int = -1  # this step's batch index to sample from (-1: none)
+    #: The UTF-8 decoder state of a constrained answer (None: unconstrained, nothing to keep valid).
+    utf8: int | None = None
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class GgufBatch(Batch):
+    """Up to ``slots`` generations of one :class:`~slmctl.backends.gguf.LlamaCppModel`, decoded together."""
+
+    def __init__(self, model: Any, slots: int) -> None:
+        import ctypes
+
+        llama_cpp = model._llama_cpp
+        self._lib, self._model, self.slots = llama_cpp, model, slots
+        llm = model._llm
+        self._context = model.info.context_length
+        params = llama_cpp.llama_context_params()
+        ctypes.memmove(ctypes.byref(params), ctypes.byref(llm.context_params), ctypes.sizeof(params))
+        params.n_ctx = self._context * slots
+        params.n_seq_max = slots
+        params.kv_unified = True
+        params.embeddings = False
+        params.n_batch = params.n_ubatch = self._n_batch = max(1, model.num_batch)
+        self._ctx = llama_cpp.llama_init_from_model(llm._model.model, params)
+        if not self._ctx:
+            raise OperationFailed(f"llama.cpp could not make a context for {slots} parallel sequences",
+                                  "lower --parallel or num_ctx (the KV cache holds parallel x num_ctx tokens)")
+        self._mem = llama_cpp.llama_get_memory(self._ctx)
+        self._batch = llama_cpp.llama_batch_init(self._n_batch, 0, 1)
+        self._vocab = llm._model.vocab
+        self._n_vocab = llm.n_vocab()
+        self._cache: dict[int, list[int]] = {slot: [] for slot in range(slots)}
+        self._running: dict[int, _Sequence] = {}
+        self._scoring = -1  # the batch index of the token being sampled (read by log-probability scoring)
+        self._closed = False
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Decode a few tokens once, as llama-server does at start: llama.cpp's first decodes on a new
+        context set up its compute graphs (hundreds of ms on a CPU), which the first request would pay."""
+        batch, bos = self._batch, self._lib.llama_vocab_bos(self._vocab)
+        for size in (min(8, self._n_batch), 1):
+            for i in range(size):
+                batch.token[i], batch.pos[i], batch.n_seq_id[i] = max(bos, 0), i, 1
+                batch.seq_id[i][0], batch.logits[i] = 0, int(i == size - 1)
+            batch.n_tokens = size
+            self._lib.llama_decode(self._ctx, batch)
+            self._lib.llama_memory_clear(self._mem, True)
+
+    # -- admission -------------------------------------------------------------------------------
+    @property
+    def active(self) -> int:
+        return len(self._running)
+
+    def free_slots(self) -> int:
+        return self.slots - len(self._running)
+
+    def add(self, request: GenerateRequest, sink: Sink, cancel: threading.Event) -> None:
+        """Admit ``request`` into a free slot (raises when none is free, or when the prompt does not fit;
+        nothing is then delivered to ``sink``)."""
+        if not self.free_slots():
+            raise OperationFailed("no free slot in the batch")
+        prompt = self._model.prompt_tokens(request)
+        if len(prompt) >= self._context:
+            raise ContextOverflow(f"the prompt is {len(prompt)} tokens but the context holds {self._context}",
+                                  "shorten the prompt or raise the context: --param num_ctx=N")
+        options = request.options
+        room = self._context - len(prompt)
+        limit = min(options.num_predict, room) if options.num_predict >= 0 else room
+        slot, reused = self._pick_slot(prompt)
+        self._lib.llama_memory_seq_rm(self._mem, slot, reused, -1)
+        stats = Stats(prompt_eval_count=len(prompt), prompt_cached_count=reused)
+        sequence = _Sequence(slot, request, sink, cancel, prompt, self._text_stream(request, limit, stats),
+                             self._sampler(request), cached=prompt[:reused], fed=reused,
+                             utf8=0 if request.json_format is not None else None)
+        self._running[slot] = sequence
+        if sequence.stream.finished:  # num_predict 0
+            self._finish(sequence)
+
+    def _pick_slot(self, prompt: list[int]) -> tuple[int, int]:
+        """The free slot whose cached tokens share the longest prefix with ``prompt``, and how many of
+        them to keep (at least the prompt's last token is decoded again, for its logits)."""
+        free = [s for s in range(self.slots) if s not in self._running]
+        best = max(free, key=lambda s: (common_prefix(self._cache[s], prompt), -len(self._cache[s])))
+        return best, min(common_prefix(self._cache[best], prompt), len(prompt) - 1)
+
+    def _text_stream(self, request: GenerateRequest, limit: int, stats: Stats) -> TextStream:
+        llm, is_eog, vocab = self._model._llm, self._lib.llama_vocab_is_eog, self._vocab
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        score = None
+        if request.logprobs is not None:
+            import numpy as np
+
+            top, n_vocab = request.logprobs, self._n_vocab
+            lib, ctx = self._lib, self._ctx
+
+            def score(token: int) -> Any:
+                logits = np.ctypeslib.as_array(lib.llama_get_logits_ith(ctx, self._scoring), shape=(n_vocab,))
+                return score_token(logits, token, top, lambda t: llm.detokenize([t], special=True))
+
+        return TextStream(is_end=lambda t: not request.ignore_eos and is_eog(vocab, t),
+                          decode=lambda t: decoder.decode(llm.detokenize([t])),
+                          flush=lambda: decoder.decode(b"", final=True), stops=request.options.stop,
+                          limit=limit, stats=stats, score=score)
+
+    def _sampler(self, request: GenerateRequest) -> Any:
+        """A sampler chain of the request's own: penalties, grammar, then greedy or top-k/typical/top-p/
+        min-p/temperature/dist with the request's seed (the order llama-cpp-python uses)."""
+        from llama_cpp._internals import LlamaSampler
+
+        options, lib = request.options, self._lib
+        chain = LlamaSampler()
+        last_n = self._context if options.repeat_last_n < 0 else options.repeat_last_n
+        chain.add_penalties(self._n_vocab, last_n, options.repeat_penalty, options.frequency_penalty,
+                            options.presence_penalty)
+        if request.json_format is not None:
+            from slmctl.structured.gbnf import grammar_for
+
+            grammar = lib.llama_sampler_init_grammar(self._vocab, grammar_for(request.json_format).encode(), b"root")
+            if not grammar:
+                chain.close()
+                raise OperationFailed("llama.cpp refused the grammar built from the JSON schema")
+            lib.llama_sampler_chain_add(chain.sampler, grammar)
+        seed = options.seed if options.seed >= 0 else random.randrange(2**31)
+        if options.temperature <= 0:
+            chain.add_greedy()
+        else:
+            chain.add_top_k(options.top_k)
+            chain.add_typical(options.typical_p, 1)
+            chain.add_top_p(options.top_p, 1)
+            chain.add_min_p(options.min_p, 1)
+            chain.add_temp(options.temperature)
+            chain.add_dist(seed)
+        return chain
+
+    # -- decoding --------------------------------------------------------------------------------
+    def step(self) -> None:
+        """Decode one step for every running sequence; deliver what each produced."""
+        for sequence in [s for s in self._running.values() if s.cancel.is_set()]:
+            self._finish(sequence)
+        if not self._running:
+            return
+        batch, n = self._batch, 0
+
+        def put(token: int, position: int, slot: int, logits: bool) -> None:
+            nonlocal n
+            batch.token[n], batch.pos[n], batch.n_seq_id[n] = token, position, 1
+            batch.seq_id[n][0], batch.logits[n] = slot, int(logits)
+            n += 1
+
+        order = sorted(self._running.values(), key=lambda s: s.pending is None)  # generating first
+        for sequence in order:
+            sequence.index = -1
+            if sequence.pending is not None:
+                sequence.index = n
+                put(sequence.pending, len(sequence.cached), sequence.slot, True)
+                sequence.cached.append(sequence.pending)
+                sequence.pending = None
+            elif n < self._n_batch:
+                take = min(self._n_batch - n, len(sequence.prompt) - sequence.fed)
+                for k in range(sequence.fed, sequence.fed + take):
+                    put(sequence.prompt[k], k, sequence.slot, k == len(sequence.prompt) - 1)
+                sequence.cached.extend(sequence.prompt[sequence.fed:sequence.fed + take])
+                sequence.fed += take
+                if sequence.fed == len(sequence.prompt):
+                    sequence.index = n - 1
+        batch.n_tokens = n
+        code = self._lib.llama_decode(self._ctx, batch)
+        if code != 0:
+            error = OperationFailed(f"llama.cpp could not decode the batch (llama_decode returned {code})",
+                                    "lower --parallel or num_ctx")
+            for sequence in list(self._running.values()):
+                self._finish(sequence, error)
+            return
+        for sequence in order:
+            if sequence.index >= 0:
+                self._sample(sequence)
+
+    def _sample(self, sequence: _Sequence) -> None:
+        self._scoring = sequence.index
+        if sequence.utf8 is not None:  # the grammar alone lets invalid UTF-8 through (see utf8_guard)
+            import numpy as np
+
+            guard = self._model.utf8_guard()
+            logits = self._lib.llama_get_logits_ith(self._ctx, sequence.index)
+            guard.mask(np.ctypeslib.as_array(logits, shape=(self._n_vocab,)), sequence.utf8)
+        token = self._lib.llama_sampler_sample(sequence.sampler.sampler, self._ctx, sequence.index)
+        if sequence.utf8 is not None:
+            sequence.utf8 = self._model.utf8_guard().advance(sequence.utf8, token)
+        try:
+            text = sequence.stream.accept(token)
+        except BaseException as error:  # noqa: BLE001 - a scoring or decoding failure ends this sequence
+            self._finish(sequence, error)
+            return
+        if text:
+            sequence.sink.chunk(text)
+        if sequence.stream.finished:
+            self._finish(sequence)
+        else:
+            sequence.pending = token
+
+    def _finish(self, sequence: _Sequence, error: BaseException | None = None) -> None:
+        del self._running[sequence.slot]
+        self._cache[sequence.slot] = sequence.cached
+        sequence.sampler.close()
+        if error is not None:
+            self._lib.llama_memory_seq_rm(self._mem, sequence.slot, -1, -1)
+            self._cache[sequence.slot] = []
+            sequence.sink.fail(error)
+            return
+        rest = sequence.stream.finish()
+        if rest:
+            sequence.sink.chunk(rest)
+        if sequence.cancel.is_set():
+            sequence.stream.stats.done_reason = "cancel"
+        sequence.sink.done(sequence.stream.stats)
+
+    def fail_all(self, error: BaseException) -> None:
+        for sequence in list(self._running.values()):
+            self._finish(sequence, error)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.fail_all(OperationFailed("the model was unloaded"))
+        self._lib.llama_batch_free(self._batch)
+        self._lib.llama_free(self._ctx)
