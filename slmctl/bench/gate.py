@@ -3,15 +3,17 @@
 Owns reading a baseline document, matching configurations by ``ConfigSummary.key`` and deciding which
 figures got worse. A figure *regresses* when both hold:
 
-* it is worse (direction from ``FIGURES``) by more than ``max_regression``, a fraction of the
-  baseline median (``0.05`` = 5%);
+* it is worse (direction from ``ALL_FIGURES``, the concurrency figures of N > 1 requests included) by
+  more than ``max_regression``, a fraction of the baseline median (``0.05`` = 5%);
 * the difference of the medians exceeds the measured noise, ``NOISE_FACTOR * sqrt(stdev_a^2 + stdev_b^2)``
   (2 standard deviations of the difference), so a noisy machine does not fail the gate by chance.
 
-Configurations present on one side only are not failures by themselves: :func:`unmatched` lists them
-separately (text and JSON reports). But a gate that matched *no* configuration compared nothing and must
-not pass: :func:`require_match` raises :class:`NothingCompared` (exit code 8). Figures missing on either
-side (no successful run) are not compared.
+Keys name the number of concurrent requests only when it is above 1 (``...|g32|n4``), so a baseline
+older than ``--concurrency`` matches the single-request configurations. Configurations present on one
+side only are not failures by themselves: :func:`unmatched` lists them separately (text and JSON
+reports). But a gate that matched *no* configuration compared nothing and must not pass:
+:func:`require_match` raises :class:`NothingCompared` (exit code 8). Figures missing on either side (no
+successful run) are not compared.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from slmctl.bench.model import FIGURES, SCHEMA_VERSION, BenchDocument
+from slmctl.bench.model import ALL_FIGURES, SCHEMA_VERSION, BenchDocument
 from slmctl.bench.report import FIGURE_LABELS, format_with_unit
 from slmctl.errors import InvalidModelFile, NothingCompared, UsageError
 
@@ -45,7 +47,7 @@ class Regression:
 
     @property
     def higher_is_better(self) -> bool:
-        return FIGURES[self.figure]
+        return ALL_FIGURES[self.figure]
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ def compare(current: BenchDocument, baseline: BenchDocument, max_regression: flo
         old = base.get(summary.key)
         if old is None:
             continue
-        for figure, higher_is_better in FIGURES.items():
+        for figure, higher_is_better in ALL_FIGURES.items():
             now_stats, old_stats = summary.figures.get(figure), old.figures.get(figure)
             if now_stats is None or old_stats is None:
                 continue

@@ -18,7 +18,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from slmctl.bench.model import FIGURES, BenchDocument
+from slmctl.bench.model import ALL_FIGURES, BenchDocument
 from slmctl.bench.report import FIGURE_LABELS, format_date, format_with_unit
 from slmctl.errors import OperationFailed
 
@@ -95,7 +95,8 @@ def read_history(home: Path) -> list[dict[str, Any]]:
     return entries
 
 
-_SHORT = {"gen_tps": "gen", "prompt_tps": "prompt", "ttft_ms": "ttft", "load_ms": "load", "peak_rss": "rss"}
+_SHORT = {"gen_tps": "gen", "prompt_tps": "prompt", "ttft_ms": "ttft", "load_ms": "load", "peak_rss": "rss",
+          "agg_tps": "agg", "ttft_p95_ms": "ttft95"}
 
 
 def history_text(entries: Sequence[dict[str, Any]]) -> str:
@@ -115,7 +116,7 @@ def history_text(entries: Sequence[dict[str, Any]]) -> str:
             medians = config.get("medians") if isinstance(config.get("medians"), dict) else {}
             unstable = config.get("unstable") if isinstance(config.get("unstable"), list) else []
             figures = []
-            for figure in FIGURES:
+            for figure in ALL_FIGURES:
                 value = medians.get(figure)
                 if isinstance(value, (int, float)) and figure in FIGURE_LABELS:
                     mark = "!" if figure in unstable else ""

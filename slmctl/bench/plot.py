@@ -1,8 +1,10 @@
 """``slmctl bench --plot``: a PNG chart of a benchmark through matplotlib (an optional extra).
 
 Owns the picture only: generation tokens/s per configuration (median bars, min-max error bars) and
-prompt tokens/s as a second panel. matplotlib is imported inside :func:`write_plot`, so slmctl works
-without it; the Agg canvas is used directly (no pyplot, no global backend switch, no display needed).
+prompt tokens/s as a second panel; with concurrent configurations (``--concurrency``) a first panel of
+aggregate generation tokens/s (a single-request row: its own, see :mod:`slmctl.bench.text`). matplotlib
+is imported inside :func:`write_plot`, so slmctl works without it; the Agg canvas is used directly (no
+pyplot, no global backend switch, no display needed).
 """
 
 from __future__ import annotations
@@ -10,23 +12,35 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from slmctl.bench.model import BenchDocument, ConfigSummary
-from slmctl.bench.report import config_labels, format_date, machine_line
+from slmctl.bench.model import BenchDocument, ConfigSummary, Sample
+from slmctl.bench.report import config_labels, format_date, machine_line, samples_of
 from slmctl.errors import OperationFailed, UsageError
 
 _PANELS = [("gen_tps", "generation tokens/s (median, min-max)", "#2a9d8f"),
            ("prompt_tps", "prompt tokens/s (median, min-max)", "#457b9d")]
+_AGGREGATE = ("agg_tps", "aggregate generation tokens/s (median, min-max)", "#e76f51")
 
 
-def _panel(ax: Any, summaries: list[ConfigSummary], labels: list[str] | None, figure: str, title: str,
-           colour: str) -> None:
+def _bar(summary: ConfigSummary, samples: list[Sample], figure: str) -> tuple[float, float, float] | None:
+    """``(median, median - min, max - median)`` of a figure, or None when it has no value."""
+    stats = summary.figures.get(figure)
+    if stats is not None:
+        return stats.median, stats.median - stats.min, stats.max - stats.median
+    if figure == "agg_tps" and summary.config.concurrency == 1:
+        from slmctl.bench.text import single_request_aggregate
+
+        value = single_request_aggregate(samples)
+        return None if value is None else (value, 0.0, 0.0)
+    return None
+
+
+def _panel(ax: Any, doc: BenchDocument, labels: list[str] | None, figure: str, title: str, colour: str) -> None:
+    summaries = list(doc.summary)
     positions = list(range(len(summaries)))
-    medians, low, high = [], [], []
-    for summary in summaries:
-        stats = summary.figures.get(figure)
-        medians.append(stats.median if stats else 0.0)
-        low.append(stats.median - stats.min if stats else 0.0)
-        high.append(stats.max - stats.median if stats else 0.0)
+    bars = [_bar(summary, samples_of(doc, summary.key), figure) for summary in summaries]
+    medians = [bar[0] if bar else 0.0 for bar in bars]
+    low = [bar[1] if bar else 0.0 for bar in bars]
+    high = [bar[2] if bar else 0.0 for bar in bars]
     ax.barh(positions, medians, xerr=[low, high], color=colour, capsize=4, ecolor="#333333")
     ax.set_yticks(positions)
     if labels is not None:
@@ -35,8 +49,8 @@ def _panel(ax: Any, summaries: list[ConfigSummary], labels: list[str] | None, fi
     ax.set_title(title, fontsize=10)
     ax.grid(axis="x", alpha=0.3)
     top = max((m + h for m, h in zip(medians, high)), default=0.0)
-    for position, median, spread, summary in zip(positions, medians, high, summaries):
-        if figure not in summary.figures:
+    for position, median, spread, summary, bar in zip(positions, medians, high, summaries, bars):
+        if bar is None:
             text = "no result"
         else:
             text = f"{median:.1f}" + ("  (unstable)" if figure in summary.unstable else "")
@@ -60,17 +74,21 @@ def write_plot(doc: BenchDocument, path: Path) -> None:
     summaries = list(doc.summary)
     labels = config_labels([s.config for s in summaries]) if summaries else []
     rows = max(1, len(summaries))
-    fig = Figure(figsize=(11, 1.6 + 0.7 * rows), layout="constrained")
+    panels = list(_PANELS)
+    if any(s.config.concurrency > 1 for s in summaries):
+        panels = [_AGGREGATE, ("gen_tps", "generation tokens/s per stream (median, min-max)", panels[0][2]),
+                  *panels[1:]]
+    fig = Figure(figsize=(5.5 * len(panels), 1.6 + 0.7 * rows), layout="constrained")
     FigureCanvasAgg(fig)
     fig.suptitle(f"slmctl bench · {format_date(doc.created_at)}\n{machine_line(doc.machine)}", fontsize=10)
-    axes = fig.subplots(1, len(_PANELS), sharey=True, squeeze=False)[0]
+    axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
     if not summaries:
         for ax in axes:
             ax.text(0.5, 0.5, "no configuration", ha="center", va="center", transform=ax.transAxes)
             ax.set_axis_off()
     else:
-        for index, (ax, (figure, title, colour)) in enumerate(zip(axes, _PANELS)):
-            _panel(ax, summaries, labels if index == 0 else None, figure, title, colour)
+        for index, (ax, (figure, title, colour)) in enumerate(zip(axes, panels)):
+            _panel(ax, doc, labels if index == 0 else None, figure, title, colour)
     try:
         fig.savefig(Path(path), format="png", dpi=120)
     except OSError as exc:

@@ -2,8 +2,10 @@
 
 Owns the document assembly (timestamp, summaries through :mod:`slmctl.bench.stats`), its JSON Schema
 and every textual rendering: ``--json``/``--output`` (JSON), ``--csv``, ``--markdown`` (to paste in a
-GitHub issue) and the terminal table with a bar chart of generation speed (plain text, fine in CI
-logs; ``color=True`` only adds ANSI colours). Pure functions: nothing here writes files or prints.
+GitHub issue) and the terminal table with a bar chart of generation speed (:func:`to_text`, drawn by
+:mod:`slmctl.bench.text`). Configurations of N > 1 concurrent requests add their figures (aggregate
+tokens/s, TTFT p95) and a concurrency column; a document without any reads as before. Pure functions:
+nothing here writes files or prints.
 """
 
 from __future__ import annotations
@@ -14,9 +16,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from rich.markup import escape
-
-from slmctl.bench.model import (FIGURES, SCHEMA_VERSION, BenchConfig, BenchDocument, ConfigSummary,
+from slmctl.bench.model import (CONCURRENCY_FIGURES, FIGURES, SCHEMA_VERSION, BenchConfig, BenchDocument, ConfigSummary,
                                 FigureStats, ModelInfo, Sample)
 from slmctl.bench.stats import UNSTABLE_RULE, summarize_all
 from slmctl.units import human_size
@@ -32,8 +32,22 @@ FIGURE_LABELS: dict[str, tuple[str, str]] = {
     "ttft_ms": ("time to first token", "ms"),
     "load_ms": ("load time", "ms"),
     "peak_rss": ("peak RSS", "B"),
+    "agg_tps": ("aggregate generation", "tok/s"),
+    "ttft_p95_ms": ("time to first token p95", "ms"),
 }
-BAR = "█"
+#: What a figure is called for a configuration of N > 1 concurrent requests, where it differs.
+CONCURRENT_LABELS: dict[str, str] = {
+    "ttft_ms": "time to first token p50",
+    "prompt_tps": "prompt processing per stream",
+    "gen_tps": "generation per stream",
+}
+
+
+def figure_label(figure: str, config: BenchConfig) -> str:
+    """The human label of ``figure`` for ``config`` (``generation per stream`` with concurrent requests)."""
+    if config.concurrency > 1 and figure in CONCURRENT_LABELS:
+        return CONCURRENT_LABELS[figure]
+    return FIGURE_LABELS.get(figure, (figure, ""))[0]
 
 
 # ----------------------------------------------------------------------------- document
@@ -134,7 +148,7 @@ def config_labels(configs: Sequence[BenchConfig]) -> list[str]:
     fields: list[tuple[str, Any]] = [
         ("format", lambda c: c.format), ("device", lambda c: c.device or "auto"),
         ("threads", lambda c: f"t={c.threads or 'auto'}"), ("ctx", lambda c: f"ctx={c.ctx or 'auto'}"),
-        ("tokens", lambda c: f"p{c.prompt_tokens}/g{c.gen_tokens}")]
+        ("tokens", lambda c: f"p{c.prompt_tokens}/g{c.gen_tokens}"), ("concurrency", lambda c: f"n={c.concurrency}")]
     varying = [get for _, get in fields if len({get(c) for c in configs}) > 1]
     return [" ".join([c.model, *(get(c) for get in varying)]) for c in configs]
 
@@ -145,11 +159,18 @@ def _summary_for(doc: BenchDocument) -> list[tuple[ConfigSummary, list[Sample]]]
 
 # ----------------------------------------------------------------------------- CSV
 
-def csv_columns() -> list[str]:
-    """The CSV header: configuration fields, then median/min/max/stdev/unstable per figure."""
+def csv_figures(concurrency: bool = False) -> list[str]:
+    """The figures of the CSV columns: ``FIGURES``, plus ``CONCURRENCY_FIGURES`` with concurrent runs."""
+    return [*FIGURES, *(CONCURRENCY_FIGURES if concurrency else ())]
+
+
+def csv_columns(concurrency: bool = False) -> list[str]:
+    """The CSV header: configuration fields, then median/min/max/stdev/unstable per figure. With
+    ``concurrency`` (a document with N > 1 concurrent requests) also a ``concurrency`` column after
+    ``gen_tokens`` and the concurrency figures' columns at the end."""
     columns = ["key", "model", "format", "device", "device_used", "threads", "ctx", "prompt_tokens",
-               "gen_tokens", "n"]
-    for figure in FIGURES:
+               "gen_tokens", *(["concurrency"] if concurrency else []), "n"]
+    for figure in csv_figures(concurrency):
         columns += [f"{figure}_{part}" for part in ("median", "min", "max", "stdev", "unstable")]
     return columns
 
@@ -162,15 +183,17 @@ def _csv_number(value: float) -> str:
 
 def to_csv(doc: BenchDocument) -> str:
     """One row per configuration (header first); unstable flags are ``1``/``0``, missing figures empty."""
+    concurrency = any(summary.config.concurrency > 1 for summary in doc.summary)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(csv_columns())
+    writer.writerow(csv_columns(concurrency))
     for summary, samples in _summary_for(doc):
         c = summary.config
         n = max((stats.n for stats in summary.figures.values()), default=0)
         row: list[str] = [summary.key, c.model, c.format, c.device or "auto", devices_used(samples, c),
-                          str(c.threads), str(c.ctx), str(c.prompt_tokens), str(c.gen_tokens), str(n)]
-        for figure in FIGURES:
+                          str(c.threads), str(c.ctx), str(c.prompt_tokens), str(c.gen_tokens),
+                          *([str(c.concurrency)] if concurrency else []), str(n)]
+        for figure in csv_figures(concurrency):
             stats = summary.figures.get(figure)
             if stats is None:
                 row += ["", "", "", "", ""]
@@ -209,6 +232,8 @@ def to_markdown(doc: BenchDocument) -> str:
         title = [c.model, c.format, c.device or "auto device",
                  f"{c.threads} threads" if c.threads else "default threads",
                  f"ctx {c.ctx}" if c.ctx else "default ctx"]
+        if c.concurrency > 1:
+            title.append(f"{c.concurrency} concurrent requests")
         lines += ["", f"### {_md(' · '.join(title))}", ""]
         prompt = token_count([s.prompt_tokens for s in samples], c.prompt_tokens)
         gen = token_count([s.gen_tokens for s in samples], c.gen_tokens)
@@ -216,95 +241,33 @@ def to_markdown(doc: BenchDocument) -> str:
             f" (requested {c.prompt_tokens}/{c.gen_tokens})"
         lines.append(f"Tokens: prompt {prompt}, generated {gen}{requested}"
                      f" · device used: {_md(devices_used(samples, c))} · {len(samples)} run(s)")
+        if c.concurrency > 1:
+            lines[-1] += "  "
+            peak = token_count([s.peak_streams for s in samples if s.peak_streams is not None], c.concurrency)
+            lines.append(f"Concurrency: {c.concurrency} requests at once (the tokens above are each one's)"
+                         f" · at most {peak} generating together (1: they queued)")
         if not summary.figures:
             lines += ["", "_No successful run._"]
             continue
         lines += ["", "| figure | median ± stdev | min | max |", "|:--|--:|--:|--:|"]
         for figure, stats in summary.figures.items():
-            label = FIGURE_LABELS.get(figure, (figure, ""))[0] + (" ⚠️" if figure in summary.unstable else "")
+            label = figure_label(figure, c) + (" ⚠️" if figure in summary.unstable else "")
             lines.append(f"| {label} | {_median_stdev(figure, stats)} | {format_value(figure, stats.min)}"
                          f" | {format_value(figure, stats.max)} |")
         if summary.unstable:
-            names = ", ".join(FIGURE_LABELS.get(f, (f, ""))[0] for f in summary.unstable)
+            names = ", ".join(figure_label(f, c) for f in summary.unstable)
             lines += ["", f"> ⚠️ Unstable: {names} ({UNSTABLE_RULE})."]
     return "\n".join(lines) + "\n"
 
 
 # ----------------------------------------------------------------------------- terminal text
 
-TEXT_COLUMNS = ["MODEL", "FORMAT", "DEVICE", "THREADS", "CTX", "P/G TOKENS", "LOAD MS", "TTFT MS",
-                "PROMPT TOK/S", "GEN TOK/S", "PEAK RSS"]
-_TEXT_FIGURES = ["load_ms", "ttft_ms", "prompt_tps", "gen_tps", "peak_rss"]
-
-
-def _text_rows(doc: BenchDocument) -> list[list[str]]:
-    rows = []
-    for summary, samples in _summary_for(doc):
-        c = summary.config
-        tokens = (f"{token_count([s.prompt_tokens for s in samples], c.prompt_tokens)}/"
-                  f"{token_count([s.gen_tokens for s in samples], c.gen_tokens)}")
-        row = [c.model, c.format, devices_used(samples, c), str(c.threads or "auto"), str(c.ctx or "auto"), tokens]
-        for figure in _TEXT_FIGURES:
-            stats = summary.figures.get(figure)
-            if stats is None:
-                row.append("-")
-            else:
-                row.append(format_value(figure, stats.median) + ("!" if figure in summary.unstable else ""))
-        rows.append(row)
-    return rows
-
-
-def _bar_chart(doc: BenchDocument, width: int) -> list[str]:
-    labels = config_labels([s.config for s in doc.summary])
-    values = [s.figures["gen_tps"].median if "gen_tps" in s.figures else None for s in doc.summary]
-    texts = [("-" if v is None else format_value("gen_tps", v))
-             + ("!" if "gen_tps" in s.unstable else "") for v, s in zip(values, doc.summary)]
-    label_width = min(max(len(label) for label in labels), max(8, width * 2 // 5))
-    value_width = max(len(t) for t in texts)
-    bar_width = max(10, width - label_width - value_width - 4)
-    top = max((v for v in values if v is not None), default=0.0)
-    lines = ["generation tokens/s (median)"]
-    for label, value, text in zip(labels, values, texts):
-        if len(label) > label_width:
-            label = label[:label_width - 1] + "…"
-        length = 0 if not value or top <= 0 else max(1, round(value / top * bar_width))
-        lines.append(f"{label.ljust(label_width)}  {(BAR * length).ljust(bar_width)}  {text}".rstrip())
-    return lines
-
-
 def to_text(doc: BenchDocument, *, width: int = 80, color: bool = False) -> str:
-    """The terminal report: a table (``!`` marks unstable figures) and a bar chart of generation tok/s.
+    """The terminal report: a table (``!`` marks unstable figures) and a bar chart of generation tok/s
+    (see :mod:`slmctl.bench.text`).
 
     Plain text by default; ``color=True`` adds ANSI colours (rendered through rich), for a terminal.
     """
-    title = f"slmctl bench · {format_date(doc.created_at)} · {machine_line(doc.machine)}"
-    if not doc.summary:
-        return title + "\nno configuration was benchmarked\n"
-    rows = _text_rows(doc)
-    widths = [max(len(cell) for cell in col) for col in zip(TEXT_COLUMNS, *rows)]
-    plain: list[str] = [title, ""]
-    styled: list[str] = [f"[bold]{escape(title)}[/bold]", ""]
-    for index, row in enumerate([TEXT_COLUMNS, *rows]):
-        plain.append("   ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
-        styled.append(f"[bold]{escape(plain[-1])}[/bold]" if index == 0
-                      else escape(plain[-1]).replace("!", "[bold yellow]![/bold yellow]"))
-    chart = _bar_chart(doc, width)
-    plain += ["", *chart]
-    styled += ["", f"[bold]{escape(chart[0])}[/bold]"]
-    styled += [escape(line).replace(BAR, f"[green]{BAR}[/green]").replace("[/green][green]", "")
-               for line in chart[1:]]
-    if any(s.unstable for s in doc.summary):
-        note = f"! unstable: {UNSTABLE_RULE}"
-        plain += ["", note]
-        styled += ["", f"[yellow]{escape(note)}[/yellow]"]
-    return _ansi("\n".join(styled)) + "\n" if color else "\n".join(plain) + "\n"
+    from slmctl.bench.text import render_text
 
-
-def _ansi(markup: str) -> str:
-    """Rich markup rendered to ANSI escape codes (the caller asked for colour: NO_COLOR is its business)."""
-    from rich.console import Console
-
-    buffer = io.StringIO()
-    Console(file=buffer, force_terminal=True, color_system="standard", no_color=False, width=100_000,
-            highlight=False, emoji=False, soft_wrap=True).print(markup, end="")
-    return buffer.getvalue()
+    return render_text(doc, width=width, color=color)

@@ -3,7 +3,8 @@ a fresh one (``--isolate``), and the whole matrix with warm-up runs and interlea
 
 Each sample loads the model, feeds it a synthetic prompt of exactly ``prompt_tokens`` tokens (made
 from the model's own tokenizer), generates exactly ``gen_tokens`` tokens with end-of-sequence ignored,
-and closes the model again. The figures come from the backend's :class:`~slmctl.backends.base.Stats`
+and closes the model again (a configuration of N > 1 concurrent requests is measured by
+:mod:`slmctl.bench.concurrent` instead). The figures come from the backend's :class:`~slmctl.backends.base.Stats`
 (nanosecond timings taken around the runtime calls), the load time from ``LoadedInfo.load_duration``
 and the peak resident memory from a background thread polling the process every few milliseconds.
 """
@@ -44,17 +45,19 @@ RSS_INTERVAL = 0.005
 ISOLATED_TIMEOUT = 3600.0
 
 
-def synthetic_prompt(model: LoadedModel, n: int) -> tuple[int, ...]:
-    """Exactly ``n`` prompt tokens from ``model``'s tokenizer: :data:`PARAGRAPH` repeated and cut to size."""
+def synthetic_prompt(model: LoadedModel, n: int, *, offset: int = 0) -> tuple[int, ...]:
+    """Exactly ``n`` prompt tokens from ``model``'s tokenizer: :data:`PARAGRAPH` repeated and cut to size,
+    starting ``offset`` tokens into it (concurrent streams get prompts of their own this way)."""
     if n <= 0:
         return ()
     base = list(model.tokenize(PARAGRAPH))
     if not base:
         raise OperationFailed("the model's tokenizer produced no tokens for the benchmark prompt")
+    start = offset % len(base)
     tokens: list[int] = []
-    while len(tokens) < n:
+    while len(tokens) < start + n:
         tokens.extend(base)
-    return tuple(int(t) for t in tokens[:n])
+    return tuple(int(t) for t in tokens[start:start + n])
 
 
 class PeakMemory:
@@ -97,7 +100,8 @@ class PeakMemory:
         self._sample()
 
 
-def _load_options(config: BenchConfig):  # -> LoadOptions
+def load_options(config: BenchConfig):  # -> LoadOptions
+    """The load options of ``config``: its threads and context size (0: the defaults)."""
     from slmctl.options import LoadOptions
 
     if config.ctx:
@@ -106,7 +110,12 @@ def _load_options(config: BenchConfig):  # -> LoadOptions
 
 
 def run_sample(engine: Engine, config: BenchConfig, repetition: int) -> Sample:
-    """Load, generate and measure one repetition of ``config`` in this process (the model is closed after)."""
+    """Load, generate and measure one repetition of ``config`` in this process (the model is closed after);
+    N > 1 concurrent requests go to :func:`slmctl.bench.concurrent.run_concurrent_sample`."""
+    if config.concurrency > 1:
+        from slmctl.bench.concurrent import run_concurrent_sample
+
+        return run_concurrent_sample(engine, config, repetition)
     from slmctl.backends.base import GenerateRequest
     from slmctl.options import SamplingOptions
 
@@ -116,7 +125,7 @@ def run_sample(engine: Engine, config: BenchConfig, repetition: int) -> Sample:
     from slmctl.engine.runner import ThreadRunner
 
     with PeakMemory() as memory:
-        runner = ThreadRunner(engine.load(manifest, _load_options(config), device=config.device), name=config.model)
+        runner = ThreadRunner(engine.load(manifest, load_options(config), device=config.device), name=config.model)
         model = runner.model
         try:
             room = model.info.context_length
@@ -224,7 +233,8 @@ def run_matrix(engine: Engine, configs: Sequence[BenchConfig], *, repetitions: i
     """Warm-up runs (discarded), then ``repetitions`` rounds, each running every configuration once
     (rep 0: A B C, rep 1: A B C, ...) so slow drifts (heat, background load) spread over all of them.
 
-    ``progress`` receives one line per run: ``[3/12] tiny gguf cpu t2 p64 g32: 35.2 tok/s``.
+    ``progress`` receives one line per run: ``[3/12] tiny gguf cpu t2 p64 g32: 35.2 tok/s``; for N
+    concurrent requests ``[4/12] tiny gguf cpu p64 g32 n4: 90.1 tok/s aggregate, 23.0 tok/s per stream``.
     """
     if repetitions < 1:
         raise UsageError("--repetitions must be at least 1")
@@ -244,7 +254,10 @@ def run_matrix(engine: Engine, configs: Sequence[BenchConfig], *, repetitions: i
                     sample = run_sample(engine, config, repetition)
                 done += 1
                 prefix = "warm-up " if warm else ""
-                progress(f"[{done}/{total}] {prefix}{label(config, sample.device)}: {sample.gen_tps:.1f} tok/s")
+                rate = f"{sample.gen_tps:.1f} tok/s"
+                if sample.agg_tps is not None:
+                    rate = f"{sample.agg_tps:.1f} tok/s aggregate, {rate} per stream"
+                progress(f"[{done}/{total}] {prefix}{label(config, sample.device)}: {rate}")
                 if not warm:
                     samples.append(sample)
     return samples

@@ -8,6 +8,9 @@ Unstable rule: with at least ``MIN_SAMPLES_TO_JUDGE`` (3) samples, a figure is *
 is too wide to trust) when its coefficient of variation (sample stdev / mean) exceeds
 ``MAX_CV`` (10%) **or** its range ``(max - min) / median`` exceeds ``MAX_RANGE`` (25%). With fewer
 samples the spread cannot be judged and nothing is flagged.
+
+A configuration of N > 1 concurrent requests also has the ``CONCURRENCY_FIGURES`` (aggregate tokens/s,
+TTFT p95); :func:`percentile` makes the per-request percentiles of one sample.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import math
 import statistics
 from collections.abc import Iterable, Sequence
 
-from slmctl.bench.model import FIGURES, BenchConfig, ConfigSummary, FigureStats, Sample
+from slmctl.bench.model import CONCURRENCY_FIGURES, FIGURES, BenchConfig, ConfigSummary, FigureStats, Sample
 
 #: Fewer samples than this are too few to judge a spread: nothing is flagged unstable.
 MIN_SAMPLES_TO_JUDGE = 3
@@ -40,6 +43,23 @@ def summarize(values: Sequence[float]) -> FigureStats:
     stdev = statistics.stdev(data) if len(data) >= 2 else 0.0
     return FigureStats(median=float(statistics.median(data)), min=min(data), max=max(data),
                        stdev=float(stdev), n=len(data))
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q``-th percentile (0-100) of ``values``, linearly interpolated between the closest ranks (as
+    numpy's default): ``percentile([10, 20, 30, 40], 50) == 25``; one value is every percentile of itself.
+
+    An empty sequence or a ``q`` outside 0-100 raises ``ValueError``.
+    """
+    data = sorted(float(v) for v in values)
+    if not data:
+        raise ValueError("cannot take a percentile of an empty list of values")
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile out of range: {q}")
+    rank = (len(data) - 1) * q / 100
+    low = math.floor(rank)
+    high = min(low + 1, len(data) - 1)
+    return data[low] + (data[high] - data[low]) * (rank - low)
 
 
 def coefficient_of_variation(stats: FigureStats, mean: float) -> float:
@@ -67,12 +87,18 @@ def is_unstable(values: Sequence[float]) -> bool:
 
 
 def figure_values(samples: Iterable[Sample], figure: str) -> list[float]:
-    """The values of one figure (a ``FIGURES`` name, also a ``Sample`` field) across ``samples``."""
-    return [float(getattr(sample, figure)) for sample in samples]
+    """The values of one figure (a figure name, also a ``Sample`` field) across ``samples``; samples
+    without it (``None``) are left out."""
+    return [float(value) for sample in samples if (value := getattr(sample, figure)) is not None]
+
+
+def figures_of(config: BenchConfig) -> list[str]:
+    """The figures a configuration reports: ``FIGURES``, plus ``CONCURRENCY_FIGURES`` for N > 1 requests."""
+    return [*FIGURES, *(CONCURRENCY_FIGURES if config.concurrency > 1 else ())]
 
 
 def summarize_config(config: BenchConfig, samples: Sequence[Sample]) -> ConfigSummary:
-    """The summary of one configuration: every figure of ``FIGURES`` plus the unstable ones.
+    """The summary of one configuration: every figure of :func:`figures_of` plus the unstable ones.
 
     Only the samples of this configuration (``sample.config == config.key``) count, so the whole
     sample list may be passed. Without any sample (every repetition failed) ``figures`` is empty.
@@ -82,8 +108,10 @@ def summarize_config(config: BenchConfig, samples: Sequence[Sample]) -> ConfigSu
     figures: dict[str, FigureStats] = {}
     unstable: list[str] = []
     if own:
-        for figure in FIGURES:
+        for figure in figures_of(config):
             values = figure_values(own, figure)
+            if not values:
+                continue
             figures[figure] = summarize(values)
             if is_unstable(values):
                 unstable.append(figure)

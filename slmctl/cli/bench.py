@@ -1,6 +1,6 @@
 """``slmctl bench MODEL...``: measure load time, time to first token, prompt and generation speed and
-peak memory over a matrix of backends, devices, threads and sizes; report, keep a history, gate on a
-baseline. Also ``slmctl models test MODEL --benchmark`` (the same, for one model).
+peak memory over a matrix of backends, devices, threads, sizes and numbers of concurrent requests;
+report, keep a history, gate on a baseline. Also ``slmctl models test MODEL --benchmark`` (the same, for one model).
 
 The work lives in :mod:`slmctl.bench` (matrix, runner, stats, report, plot, history, gate); this module
 parses the flags, wires those together and decides what goes where (results on stdout, progress on
@@ -20,8 +20,12 @@ COMMAND = {
     "name": "bench",
     "help": "Benchmark models: load time, time to first token, prompt and generation tokens/s, peak memory.\n\n"
             "Every configuration of the matrix (model x backend x device x threads x context x prompt and "
-            "generation length) is loaded fresh, fed a synthetic prompt of exactly --prompt-tokens tokens and "
-            "made to generate exactly --gen-tokens tokens (end-of-sequence ignored). Warm-up runs come first "
+            "generation length x concurrency) is loaded fresh, fed a synthetic prompt of exactly --prompt-tokens "
+            "tokens and made to generate exactly --gen-tokens tokens (end-of-sequence ignored). With "
+            "--concurrency N (N > 1) the model is loaded once for N parallel requests and N such requests run at "
+            "once in the process: GGUF models decode them together, ONNX models queue them; the report adds "
+            "aggregate tokens/s (all streams), time to first token p50 and p95, and per-stream tokens/s. "
+            "Warm-up runs come first "
             "and are discarded; repetitions are interleaved across configurations. Results show the median, "
             "min, max and spread of each figure, with unstable figures flagged. Every run is appended to the "
             "history (see --history). List flags take comma lists (--threads 1,2,4) or repeat.",
@@ -30,6 +34,7 @@ COMMAND = {
               "  slmctl bench phi3 phi3-onnx           (GGUF and ONNX side by side)\n\n"
               "  slmctl bench phi3 phi3-onnx --backend onnx      (only the ONNX one)\n\n"
               "  slmctl bench phi3 --device cpu,gpu --threads 1,2,4 --gen-tokens 32,128\n\n"
+              "  slmctl bench phi3 --concurrency 1,4,8     (size a machine: N requests at once)\n\n"
               "  slmctl bench phi3 --repetitions 5 --warmup 2 --isolate\n\n"
               "  slmctl bench phi3 --json > result.json\n\n"
               "  slmctl bench phi3 --markdown >> RESULTS.md\n\n"
@@ -69,6 +74,10 @@ def command(
         None, "--prompt-tokens", metavar=_LIST, help="Prompt lengths in tokens (default: 64)."),
     gen_tokens: Optional[list[str]] = typer.Option(
         None, "--gen-tokens", metavar=_LIST, help="Generated tokens per run (default: 32)."),
+    concurrency: Optional[list[str]] = typer.Option(
+        None, "--concurrency", metavar=_LIST,
+        help="Requests generating at once, each with those tokens (default: 1; N > 1 adds aggregate tok/s, "
+             "TTFT p50/p95 and per-stream tok/s)."),
     repetitions: int = typer.Option(3, "--repetitions", "-n", min=1, metavar="N",
                                     help="Measured runs per configuration."),
     warmup: int = typer.Option(1, "--warmup", min=0, metavar="N", help="Discarded warm-up runs per configuration."),
@@ -92,8 +101,8 @@ def command(
         None, "--max-regression", metavar="PCT", help="Largest tolerated regression with --baseline (default 5%)."),
 ) -> None:
     bench(ctx.obj, models=models or [], backend=backend, device=device, threads=threads, ctx=ctx_sizes,
-          prompt_tokens=prompt_tokens, gen_tokens=gen_tokens, repetitions=repetitions, warmup=warmup,
-          isolate=isolate, fmt=_chosen_format(json_output, csv_output, markdown_output), output=output,
+          prompt_tokens=prompt_tokens, gen_tokens=gen_tokens, concurrency=concurrency, repetitions=repetitions,
+          warmup=warmup, isolate=isolate, fmt=_chosen_format(json_output, csv_output, markdown_output), output=output,
           plot=plot, history=history, baseline=baseline, max_regression=max_regression)
 
 
@@ -108,13 +117,14 @@ def _chosen_format(json_output: bool, csv_output: bool, markdown_output: bool) -
 
 
 def bench(app: Any, *, models: list[str], backend: Any = None, device: Any = None, threads: Any = None,
-          ctx: Any = None, prompt_tokens: Any = None, gen_tokens: Any = None, repetitions: int = 3,
+          ctx: Any = None, prompt_tokens: Any = None, gen_tokens: Any = None, concurrency: Any = None,
+          repetitions: int = 3,
           warmup: int = 1, isolate: bool = False, fmt: str | None = None, output: Path | None = None,
           plot: Path | None = None, history: bool = False, baseline: Path | None = None,
           max_regression: str | None = None) -> None:
     """The body of ``slmctl bench`` (plain arguments, so ``models test --benchmark`` shares it)."""
     from slmctl.bench import history as bench_history
-    from slmctl.bench.matrix import expand, parse_list
+    from slmctl.bench.matrix import MAX_CONCURRENCY, expand, parse_list
     from slmctl.errors import SlmctlError, UsageError
 
     if history:
@@ -153,6 +163,7 @@ def bench(app: Any, *, models: list[str], backend: Any = None, device: Any = Non
         "ctxs": parse_list(ctx, int, flag="--ctx", minimum=0),
         "prompt_tokens": parse_list(prompt_tokens, int, flag="--prompt-tokens", minimum=1),
         "gen_tokens": parse_list(gen_tokens, int, flag="--gen-tokens", minimum=1),
+        "concurrency": parse_list(concurrency, int, flag="--concurrency", minimum=1, maximum=MAX_CONCURRENCY),
     }
     engine = app.engine()
     manifests = {name: app.manifest(engine, name) for name in dict.fromkeys(models)}  # unknown -> exit 3
@@ -188,6 +199,8 @@ def _measure(app: Any, engine: Any, manifests: dict[str, Any], configs: list[Any
     err.write(f"benchmarking {len(configs)} configuration{'s' if len(configs) != 1 else ''} x {repetitions} "
               f"repetition{'s' if repetitions != 1 else ''}"
               + (f" (+{warmup} warm-up)" if warmup else "") + f": {runs} runs"
+              + (f", up to {most} requests at once" if (most := max(c.concurrency for c in configs)) > 1
+                 else "")
               + (", each in a fresh process" if isolate else "") + "\n")
     err.flush()
 
