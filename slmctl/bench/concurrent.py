@@ -170,7 +170,7 @@ def run_concurrent_sample(engine: Engine, config: BenchConfig, repetition: int) 
     """Load ``config``'s model once with ``config.concurrency`` slots, run that many requests at once,
     measure (the model is closed after). See the module docstring for what each figure means."""
     from slmctl.backends.base import GenerateRequest
-    from slmctl.bench.runner import PeakMemory, load_options, synthetic_prompt
+    from slmctl.bench.runner import PeakMemory, check_fits, load_options, synthetic_prompt
     from slmctl.engine.loader import load_plan
     from slmctl.engine.runner import ThreadRunner
     from slmctl.options import SamplingOptions
@@ -190,12 +190,7 @@ def run_concurrent_sample(engine: Engine, config: BenchConfig, repetition: int) 
             raise
         load_ms = (model.info.load_duration + time.perf_counter_ns() - started) / 1e6
         try:
-            room = model.info.context_length
-            if config.prompt_tokens + config.gen_tokens > room:
-                raise UsageError(
-                    f"{label(config)}: {config.prompt_tokens} prompt + {config.gen_tokens} generated tokens "
-                    f"do not fit the context of {room}",
-                    "lower --prompt-tokens/--gen-tokens, or raise --ctx (up to the model's context length)")
+            check_fits(config, model.info.context_length)
             options = SamplingOptions(num_predict=config.gen_tokens, seed=1)
             requests = [GenerateRequest(options, tokens=synthetic_prompt(model, config.prompt_tokens,
                                                                          offset=i * STREAM_OFFSET), ignore_eos=True)

@@ -128,12 +128,7 @@ def run_sample(engine: Engine, config: BenchConfig, repetition: int) -> Sample:
         runner = ThreadRunner(engine.load(manifest, load_options(config), device=config.device), name=config.model)
         model = runner.model
         try:
-            room = model.info.context_length
-            if config.prompt_tokens + config.gen_tokens > room:
-                raise UsageError(
-                    f"{label(config)}: {config.prompt_tokens} prompt + {config.gen_tokens} generated tokens "
-                    f"do not fit the context of {room}",
-                    "lower --prompt-tokens/--gen-tokens, or raise --ctx (up to the model's context length)")
+            check_fits(config, model.info.context_length)
             tokens = synthetic_prompt(model, config.prompt_tokens)
             request = GenerateRequest(SamplingOptions(num_predict=config.gen_tokens, seed=1), tokens=tokens,
                                       ignore_eos=True)
@@ -261,3 +256,12 @@ def run_matrix(engine: Engine, configs: Sequence[BenchConfig], *, repetitions: i
                 if not warm:
                     samples.append(sample)
     return samples
+
+
+def check_fits(config: BenchConfig, room: int) -> None:
+    """Refuse a configuration whose prompt and generated tokens do not fit the model's context."""
+    if config.prompt_tokens + config.gen_tokens > room:
+        raise UsageError(
+            f"{label(config)}: {config.prompt_tokens} prompt + {config.gen_tokens} generated tokens "
+            f"do not fit the context of {room}",
+            "lower --prompt-tokens/--gen-tokens, or raise --ctx (up to the model's context length)")
