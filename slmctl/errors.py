@@ -153,3 +153,21 @@ class ServerNotRunning(NetworkError):
     """A command that talks to ``slmctl serve`` found no server at the address."""
 
     http_status = 502
+
+
+class AuthenticationFailed(SlmctlError):
+    """No API key, or one that is unknown, revoked or expired (``slmctl serve`` with auth on)."""
+
+    exit_code = ExitCode.FAILURE
+    http_status = 401
+
+
+class PermissionDenied(SlmctlError):
+    """A valid API key whose role does not allow the operation (a ``user`` key on an admin route)."""
+
+    exit_code = ExitCode.FAILURE
+    http_status = 403
+
+
+class InsecureFile(OperationFailed):
+    """A file of secrets (the API keys) that other users could read or that another user owns: refused."""

@@ -75,6 +75,21 @@ SERVE_ENV: dict[str, tuple[str, str | None]] = {
     "flash_attention": ("SLMCTL_FLASH_ATTENTION", "OLLAMA_FLASH_ATTENTION"),
     "preload": ("SLMCTL_PRELOAD", None),
     "config": ("SLMCTL_CONFIG", None),
+    # guards, limits, metrics and logs (slmctl.server.ops_config)
+    "origins": ("SLMCTL_ORIGINS", "OLLAMA_ORIGINS"),
+    "max_predict": ("SLMCTL_MAX_PREDICT", None),
+    "max_ctx": ("SLMCTL_MAX_CTX", None),
+    "rate_limit": ("SLMCTL_RATE_LIMIT", None),
+    "request_timeout": ("SLMCTL_REQUEST_TIMEOUT", None),
+    "log_format": ("SLMCTL_LOG_FORMAT", None),
+    "metrics_auth": ("SLMCTL_METRICS_AUTH", None),
+    # API keys, TLS, the audit log (slmctl.security.config)
+    "auth": ("SLMCTL_AUTH", None),
+    "tls_cert": ("SLMCTL_TLS_CERT", None),
+    "tls_key": ("SLMCTL_TLS_KEY", None),
+    "audit_log": ("SLMCTL_AUDIT_LOG", None),
+    "audit_max_size": ("SLMCTL_AUDIT_MAX_SIZE", None),
+    "log_prompts": ("SLMCTL_LOG_PROMPTS", None),
 }
 DEFAULT_HOST = "127.0.0.1:11434"
 

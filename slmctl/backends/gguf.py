@@ -179,7 +179,7 @@ class LlamaCppModel(LoadedModel):
 
     def prompt_tokens(self, request: GenerateRequest) -> list[int]:
         if request.tokens is not None:
-            return list(request.tokens)
+            return self._known_ids(list(request.tokens))
         if request.messages is not None:
             text, templated = self._chat_prompt(request.messages, request.tools)
             add_bos = not templated and self._llm._model.add_bos_token()
@@ -291,7 +291,17 @@ class LlamaCppModel(LoadedModel):
 
     def detokenize(self, tokens: list[int]) -> str:
         with self._lock:
-            return self._llm.detokenize(tokens).decode("utf-8", errors="replace")
+            return self._llm.detokenize(self._known_ids(tokens)).decode("utf-8", errors="replace")
+
+    def _known_ids(self, tokens: list[int]) -> list[int]:
+        """``tokens``, or a UsageError for an id outside the vocabulary (llama.cpp aborts on one)."""
+        size = self._llm.n_vocab()
+        bad = next((t for t in tokens if not 0 <= t < size), None)
+        if bad is not None:
+            from slmctl.errors import UsageError
+
+            raise UsageError(f"token id {bad} is outside the model's vocabulary (0..{size - 1})")
+        return tokens
 
     def embed(self, texts: list[str]) -> list[list[float]]:
         if not self._llm.context_params.embeddings:

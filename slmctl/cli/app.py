@@ -22,6 +22,7 @@ from slmctl.cli import (
     bench, copy, create, doctor, embed, export, import_, list_, ps, pull, remove, run, serve, show, stop, verify,
 )
 from slmctl.cli.context import AppContext
+from slmctl.cli.keys import keys_app
 from slmctl.cli.usage import Command, Group, command_line_error
 from slmctl.errors import CommandLineError, ExitCode, Interrupted, SlmctlError
 
@@ -81,6 +82,7 @@ for _module in (import_, export, create, list_, show, remove, copy, verify, pull
                 bench):
     app.command(**_module.COMMAND, cls=Command)(_guard(_module.command))
 app.add_typer(bench.models_app, name="models")
+app.add_typer(keys_app, name="keys")
 
 
 def _report(error: BaseException, debug: bool) -> int:

@@ -20,7 +20,8 @@ from fastapi import FastAPI
 from slmctl import __version__
 from slmctl.engine import Engine, LoadPlan, Scheduler, SchedulerSettings
 from slmctl.engine.runner import Runner
-from slmctl.server import errors, health, ollama_models, ollama_routes
+from slmctl.server import access_log, edge, errors, health, metrics, ollama_models, ollama_routes, openai_routes
+from slmctl.server import security, tls
 from slmctl.server.config import ServeConfig
 from slmctl.server.serving import Serving
 from slmctl.settings import Settings
@@ -41,7 +42,8 @@ class Draining:
             await self.app(scope, receive, send)
             return
         if self.state.draining and not scope["path"].startswith(_ALWAYS):
-            response = errors.error_response(503, "the server is shutting down", {"Retry-After": "5"})
+            response = errors.error_response(503, "the server is shutting down", {"Retry-After": "5"},
+                                             path=scope["path"], code="server_shutting_down")
             await response(scope, receive, send)
             return
         self.state.in_flight += 1
@@ -72,12 +74,14 @@ def create_app(config: ServeConfig, settings: Settings, env: Mapping[str, str], 
     def runner_process(plan: LoadPlan) -> Runner:
         from slmctl.engine.process_runner import ProcessRunner
 
-        return ProcessRunner(plan, load_timeout=scheduler.settings.load_timeout, loop=loops[0] if loops else None)
+        return ProcessRunner(plan, load_timeout=scheduler.settings.load_timeout, loop=loops[0] if loops else None,
+                             slots=config.slots(plan.device))
 
+    meter = metrics.Metrics(config)  # before the scheduler: it counts runner restarts
     scheduler = Scheduler(SchedulerSettings(keep_alive=config.keep_alive, max_loaded=config.max_loaded,
-                                            parallel=config.parallel, max_queue=config.queue,
-                                            isolate=config.isolate),
-                          runner_factory=runner_process if config.isolate else None)
+                                            parallel=config.slots("cpu"), max_queue=config.queue,
+                                            isolate=config.isolate, batching=True),
+                          runner_factory=meter.watch(runner_process) if config.isolate else None)
     serving = Serving(engine, scheduler, config, settings, env)
 
     @asynccontextmanager
@@ -102,12 +106,20 @@ def create_app(config: ServeConfig, settings: Settings, env: Mapping[str, str], 
     app.state.preload = list(config.preload)
     app.state.preloaded = set()
     app.state.preload_errors = {}
+    app.state.metrics = meter
+    meter.attach(serving, app.state)
     errors.install(app)
-    for router in (health.router, ollama_routes.router, ollama_models.router):
+    for router in (health.router, ollama_routes.router, ollama_models.router, openai_routes.router,
+                   metrics.router):
         app.include_router(router)
+    edge.install_innermost(app)  # the route template, for the access log and the metrics
     app.add_middleware(errors.AssumeJson)
+    app.add_middleware(errors.AssumeJson, prefix="/v1/", exempt=())
     app.add_middleware(errors.BodyLimit, limit=config.max_body, exempt=("/api/blobs/",))
+    edge.install_inner(app, config)  # rate limit, request timeout: API-key auth goes outside them (after this)
+    security.install(app, config, settings)  # API keys and roles, the audit log (and GET /api/audit)
     app.add_middleware(Draining, state=app.state)
+    edge.install_outer(app, config, meter)  # CORS, Host guard, access log: outermost (auth goes before this)
     return app
 
 
@@ -123,8 +135,9 @@ def serve(config: ServeConfig, settings: Settings, env: Mapping[str, str], *, lo
 
     app = create_app(config, settings, env)
     uv_config = uvicorn.Config(app, host=config.host, port=config.port, log_level=log_level,
+                               ssl_certfile=config.security.tls_cert, ssl_keyfile=config.security.tls_key,
                                timeout_graceful_shutdown=max(1, int(config.grace)), lifespan="on",
-                               server_header=False)
+                               server_header=False, **access_log.configure(config.log_format))
     _graceful_server(uv_config, app).run()
 
 
@@ -153,5 +166,9 @@ def _graceful_server(config: Any, app: FastAPI) -> Any:
             finally:
                 for sig, handler in previous.items():
                     signal.signal(sig, handler)
+
+        async def shutdown(self, sockets: Any = None) -> None:
+            tls.abort_idle(self.server_state.connections)  # else each idle TLS client holds the drain 30 s
+            await super().shutdown(sockets)
 
     return GracefulServer(config)

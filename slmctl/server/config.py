@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from slmctl.security.config import SecurityConfig
+
+
+#: ``--parallel`` when it is not set: slots per model on a CPU and on a GPU.
+AUTO_PARALLEL_CPU, AUTO_PARALLEL_GPU = 4, 8
+
 
 @dataclass(frozen=True)
 class ServeConfig:
@@ -12,8 +18,9 @@ class ServeConfig:
     #: Seconds a model stays loaded after its last request (None = forever, 0 = unload at once).
     keep_alive: float | None = 300.0
     max_loaded: int = 3
-    #: Requests one model serves at once (they queue in its runner until batching lands).
-    parallel: int = 1
+    #: Requests one model decodes together (continuous batching on GGUF models; ONNX models take them one at a
+    #: time); None: 4 on a CPU, 8 for a model on a GPU.
+    parallel: int | None = None
     #: Requests that may wait per model beyond ``parallel``; more get 503 + Retry-After.
     queue: int = 512
     preload: tuple[str, ...] = ()
@@ -22,6 +29,28 @@ class ServeConfig:
     max_body: int = 64 * 1024 * 1024
     #: Seconds in-flight requests get to finish after SIGTERM/SIGINT.
     grace: float = 30.0
+    # -- guards, limits, metrics and logs (parsed by slmctl.server.ops_config) --
+    #: Browser origins CORS allows besides the loopback ones (globs; "*" = any).
+    origins: tuple[str, ...] = ()
+    #: Most tokens a request may ask to generate / the largest context it may ask for (None = no cap).
+    max_predict: int | None = None
+    max_ctx: int | None = None
+    #: Requests per minute per API key (per client address without one); None = no limit.
+    rate_limit: int | None = None
+    #: Seconds a generation or embedding request may take (None = no limit).
+    request_timeout: float | None = None
+    #: The access log's (and the server log's) format: "plain" or "json".
+    log_format: str = "plain"
+    #: /metrics asks for an API key.
+    metrics_auth: bool = False
+    #: API keys, TLS, the audit log (parsed by slmctl.security.config).
+    security: SecurityConfig = field(default_factory=SecurityConfig)
     #: Load each model in its own runner process (off only for tests of the in-process path).
     isolate: bool = True
     extra: dict[str, str] = field(default_factory=dict)
+
+    def slots(self, device: str) -> int:
+        """Generations a model on ``device`` decodes together."""
+        if self.parallel is not None:
+            return self.parallel
+        return AUTO_PARALLEL_CPU if device == "cpu" else AUTO_PARALLEL_GPU

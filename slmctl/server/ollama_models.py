@@ -70,7 +70,7 @@ async def ps(http: Request) -> dict[str, Any]:
     return {"models": await serving.run(ps_models, serving)}
 
 
-@router.post("/api/copy")
+@router.post("/api/copy", response_class=Response, responses={200: {"description": "Copied (no body)"}})
 async def copy(body: wire.CopyBody, http: Request) -> Response:
     serving = serving_of(http)
     store = serving.engine.store
@@ -78,7 +78,7 @@ async def copy(body: wire.CopyBody, http: Request) -> Response:
     return Response(status_code=200)
 
 
-@router.delete("/api/delete")
+@router.delete("/api/delete", response_class=Response, responses={200: {"description": "Deleted (no body)"}})
 async def delete(body: wire.ModelBody, http: Request) -> Response:
     serving = serving_of(http)
     ref = parse_model_ref(body.model)
@@ -88,6 +88,15 @@ async def delete(body: wire.ModelBody, http: Request) -> Response:
 
 
 # -- long operations with progress ----------------------------------------------------------------
+#: What pull and create answer: progress events as NDJSON ("stream": true, the default) or the last one as
+#: JSON; 502 when a download fails (the network is down, the registry answers an error).
+PROGRESS_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Progress events (NDJSON when streaming), or the last one",
+          "content": {"application/json": {"schema": {"type": "object"}},
+                      "application/x-ndjson": {"schema": {"type": "string"}}}},
+    502: {"description": "A download failed", "content": {"application/json": {"schema": {
+        "type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}}}},
+}
 async def progress_response(serving: Serving, stream: bool,
                             work: Callable[[Callable[[dict[str, Any]], None]], Any]) -> Any:
     """Run ``work(emit)`` on a thread; stream its events as NDJSON, or answer the last one."""
@@ -126,7 +135,7 @@ async def progress_response(serving: Serving, stream: bool,
     return ndjson_response([first], iterator)
 
 
-@router.post("/api/pull")
+@router.post("/api/pull", responses=PROGRESS_RESPONSES)
 async def pull(body: wire.PullBody, http: Request) -> Any:
     from slmctl.pull import pull as pull_model
 
@@ -151,13 +160,15 @@ def upload_path(serving: Serving, digest: str) -> Path:
     return uploads_dir(serving) / f"sha256-{match.group(1)}"
 
 
-@router.head("/api/blobs/{digest}")
+@router.head("/api/blobs/{digest}", response_class=Response,
+             responses={200: {"description": "The blob is here"}, 404: {"description": "No such blob"}})
 async def blob_exists(digest: str, http: Request) -> Response:
     path = upload_path(serving_of(http), digest)
     return Response(status_code=200 if path.is_file() else 404)
 
 
-@router.post("/api/blobs/{digest}")
+@router.post("/api/blobs/{digest}", response_class=Response,
+             responses={200: {"description": "Already here"}, 201: {"description": "Uploaded"}})
 async def blob_upload(digest: str, http: Request) -> Response:
     serving = serving_of(http)
     target = upload_path(serving, digest)
@@ -209,7 +220,7 @@ def modelfile_for(body: wire.CreateBody, folder: Path, serving: Serving) -> str:
     return format_modelfile(modelfile)
 
 
-@router.post("/api/create")
+@router.post("/api/create", responses=PROGRESS_RESPONSES)
 async def create(body: wire.CreateBody, http: Request) -> Any:
     from slmctl.modelfile.create import BasePull, create_model
 

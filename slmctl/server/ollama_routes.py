@@ -25,6 +25,9 @@ from slmctl.toolcalls import ToolCall, ToolCallFilter, parse_tool_calls, tool_na
 from slmctl.wire import ollama as wire
 
 router = APIRouter()
+#: Generation answers: NDJSON chunks while streaming (the default), one JSON object with "stream": false.
+STREAMED: dict[int | str, dict[str, Any]] = {200: {"description": "The answer (NDJSON chunks when streaming)", "content": {
+    "application/json": {"schema": {"type": "object"}}, "application/x-ndjson": {"schema": {"type": "string"}}}}}
 
 
 def serving_of(request: Request) -> Serving:
@@ -104,7 +107,7 @@ async def load_or_unload(serving: Serving, target: Target, *, chat: bool) -> dic
     return wire.load_result(target.name, "load", chat=chat)
 
 
-@router.post("/api/generate")
+@router.post("/api/generate", responses=STREAMED)
 async def generate(body: wire.GenerateBody, http: Request) -> Any:
     serving = serving_of(http)
     target = await serving.run(serving.target, body.model, body.options, body.keep_alive)
@@ -146,7 +149,7 @@ def chat_messages(body: wire.ChatBody) -> list[ChatMessage]:
     return out
 
 
-@router.post("/api/chat")
+@router.post("/api/chat", responses=STREAMED)
 async def chat(body: wire.ChatBody, http: Request) -> Any:
     serving = serving_of(http)
     target = await serving.run(serving.target, body.model, body.options, body.keep_alive)

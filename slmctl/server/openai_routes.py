@@ -35,6 +35,11 @@ from slmctl.wire import openai as wire
 
 router = APIRouter(prefix="/v1")
 
+#: Completions: server-sent events with "stream": true, one JSON object without.
+SSE: dict[int | str, dict[str, Any]] = {200: {"description": "The completion (server-sent events when streaming)",
+                                              "content": {"application/json": {"schema": {"type": "object"}},
+                                                          "text/event-stream": {"schema": {"type": "string"}}}}}
+
 
 def stream_error(error: BaseException) -> dict[str, Any]:
     status = getattr(error, "http_status", 500)
@@ -49,7 +54,7 @@ async def target_for(serving: Serving, model: str, options: dict[str, Any], *, e
         raise ModelNotFound(f"The model '{model}' does not exist", "list the models: GET /v1/models") from None
 
 
-@router.post("/chat/completions")
+@router.post("/chat/completions", responses=SSE)
 async def chat_completions(body: wire.ChatCompletionBody, http: Request) -> Any:
     serving = serving_of(http)
     max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
@@ -102,7 +107,7 @@ def completion_request(serving: Serving, target: Target, prompt: str | list[int]
     return GenerateRequest(sampling, prompt=prompt, logprobs=logprobs)
 
 
-@router.post("/completions")
+@router.post("/completions", responses=SSE)
 async def completions(body: wire.CompletionBody, http: Request) -> Any:
     serving = serving_of(http)
     if body.best_of is not None and body.best_of != body.n:
@@ -118,6 +123,8 @@ async def completions(body: wire.CompletionBody, http: Request) -> Any:
         for p_index, prompt in enumerate(prompts):
             def build(runner: Runner, sampling: Any, prompt: Any = prompt, p_index: int = p_index) -> GenerateRequest:
                 request = completion_request(serving, target, prompt, body.suffix, sampling, body.logprobs)
+                if not (request.prompt or request.tokens) and not runner.call("prompt_tokens", request):
+                    raise UsageError("the prompt is empty (no tokens)", "send some text, or token ids")
                 if body.echo:
                     echoes[p_index] = prompt if isinstance(prompt, str) else runner.call("detokenize", prompt)
                 return serving.fit_prompt(runner, target, request, truncate=False)
@@ -189,6 +196,8 @@ async def embeddings(body: wire.EmbeddingBody, http: Request) -> Any:
     tokens = [i for i in inputs if isinstance(i, list)]
     texts_of_tokens = iter(await serving.detokenize(target, tokens)) if tokens else iter(())
     texts = [next(texts_of_tokens) if isinstance(i, list) else i for i in inputs]
+    if not all(texts):  # as OpenAI: an empty string (or token ids that decode to nothing) is refused
+        raise UsageError("input holds an empty text (or token ids that decode to nothing)", "send some text")
     vectors, count = await serving.embed(target, texts, truncate=False)
     if body.dimensions is not None:
         size = len(vectors[0]) if vectors else 0
