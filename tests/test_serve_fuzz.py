@@ -7,11 +7,13 @@ Two servers, both with ``--auth`` (an admin key sent as ``Authorization: Bearer`
 4xx/502, never a 500. Every operation the document lists is fuzzed, positive and negative bodies alike;
 the checks are "no 5xx (but a 502 from a download)" and "a response with a declared schema
 conforms to it". Afterwards the servers are alive and their RSS (with their runner processes) is under
-``RSS_BOUND``.
+``RSS_BOUND``. CI runs 64 examples per operation (~1,300 requests, about a minute); a longer run:
+``SLMCTL_FUZZ_EXAMPLES=1000 python -m pytest tests/test_serve_fuzz.py`` (~20,000 requests).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -35,7 +37,7 @@ MUTATING = {"/api/copy", "/api/delete", "/api/create", "/api/pull", "/api/blobs/
 #: Routes that download (a pull, a create FROM a registry name): offline, a 502 is their right answer.
 DOWNLOADING = {"/api/pull", "/api/create"}
 #: Examples per operation (hypothesis may stop earlier for operations with little to vary).
-EXAMPLES = 64
+EXAMPLES = int(os.environ.get("SLMCTL_FUZZ_EXAMPLES", "64"))
 #: The store's models: generated bodies often name one of them, so requests get past the model lookup.
 MODELS = ["phi4:mini", "qwen2.5:3b", "nomic-embed-text", "long"]
 #: Requests the whole run must have sent.
