@@ -1,5 +1,7 @@
 """Processes and requests of ``bench_serve.py``: starting a server and waiting for it, its CPU and memory,
-prompts of an exact token count, and one streaming request timed chunk by chunk (NDJSON or SSE)."""
+prompts of an exact token count, and one streaming request timed chunk by chunk: Ollama's NDJSON
+(``/api/generate``, ``/api/chat``), llama-server's ``/completion`` SSE and OpenAI's ``/v1/chat/completions``
+SSE (plain ``data: `` lines, parsed here: the project has no SSE client dependency)."""
 
 from __future__ import annotations
 
@@ -86,9 +88,12 @@ def make_prompts(tokens: int, count: int, seed: int) -> list[str]:
     return [" ".join(rng.choice(WORDS) for _ in range(max(1, tokens - 1))) for _ in range(count)]
 
 
-def sample(start: int, stamps: list[int], end: int, text: str, **extra: Any) -> dict:
-    """One request's figures from its timestamps (ns): TTFT, client-side decode tok/s, request time."""
-    client = (len(stamps) - 1) / ((stamps[-1] - stamps[0]) / 1e9) if len(stamps) > 1 else None
+def sample(start: int, stamps: list[int], end: int, text: str, tokens: int | None = None, **extra: Any) -> dict:
+    """One request's figures from its timestamps (ns): TTFT, client-side decode tok/s, request time.
+    Decode tok/s is (n - 1) / (last content chunk - first), n = ``tokens`` when the server counted them
+    (OpenAI's usage, Ollama's eval_count), else the number of content chunks (one token each)."""
+    n = tokens or len(stamps)
+    client = (n - 1) / ((stamps[-1] - stamps[0]) / 1e9) if n > 1 and len(stamps) > 1 else None
     return {"ttft_ms": (stamps[0] - start) / 1e6 if stamps else None, "client_tok_s": client,
             "request_ms": (end - start) / 1e6, "chunks": len(stamps), "text": text, **extra}
 
@@ -151,3 +156,33 @@ def parse_sse(line: str) -> tuple[str, dict | None]:
     t = obj.get("timings", {})
     return obj.get("content", ""), {"server_tok_s": t.get("predicted_per_second"), "eval_count": t.get("predicted_n"),
                                     "prompt_n": t.get("prompt_n"), "prompt_ms": t.get("prompt_ms")}
+
+
+def parse_ollama_chat(line: str) -> tuple[str, dict | None]:
+    """``/api/chat``: as ``/api/generate``, the text in ``message.content``; decode counted from eval_count."""
+    obj = json.loads(line)
+    if "error" in obj:
+        sys.exit(f"slmctl serve /api/chat: {obj['error']}")
+    content = (obj.get("message") or {}).get("content") or ""
+    if not obj.get("done"):
+        return content, None
+    return content, {"server_tok_s": steps_per_s(obj.get("eval_count"), obj.get("eval_duration")),
+                     "eval_count": obj.get("eval_count"), "tokens": obj.get("eval_count"),
+                     "prompt_n": obj.get("prompt_eval_count"), "prompt_ms": obj.get("prompt_eval_duration", 0) / 1e6}
+
+
+def parse_openai(line: str) -> tuple[str, dict | None]:
+    """``/v1/chat/completions`` SSE: content deltas; the final ``usage`` chunk (``stream_options.include_usage``)
+    gives the tokens generated, llama-server adds its ``timings`` there (slmctl has none: server decode n/a)."""
+    if not line.startswith("data: ") or line == "data: [DONE]":
+        return "", None
+    obj = json.loads(line[6:])
+    if "error" in obj:
+        sys.exit(f"/v1/chat/completions: {obj['error']}")
+    content = "".join((c.get("delta") or {}).get("content") or "" for c in obj.get("choices") or [])
+    if not (usage := obj.get("usage")):
+        return content, None
+    t = obj.get("timings") or {}
+    return content, {"server_tok_s": t.get("predicted_per_second"), "eval_count": usage["completion_tokens"],
+                     "tokens": usage["completion_tokens"], "prompt_n": usage.get("prompt_tokens"),
+                     "prompt_ms": t.get("prompt_ms")}

@@ -1,4 +1,5 @@
-"""The summary of ``bench_serve.py``: medians per side, ratios, goals, and the printed report."""
+"""The summary of ``bench_serve.py``: medians per side, the raw sides' ratios and goals, and the printed
+table and report (the chat and JSON-schema sections are in ``_serve_chat.py``)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,12 @@ import statistics
 
 
 GOALS = {"decode": 0.95, "ttft": 1.5, "overhead_ms": 50.0, "overhead_decode": 0.97, "idle_rss_mb": 150.0}
-SIDES = {"llama": "llama-server", "serve": "slmctl serve", "noproc": "serve, no runner", "inproc": "in process"}
+SIDES = {"llama": "llama-server", "serve": "slmctl serve", "noproc": "serve, no runner", "inproc": "in process",
+         "chat": "slmctl /api/chat", "v1": "slmctl /v1", "llama-v1": "llama-server /v1",
+         "v1-json": "slmctl /v1 schema", "llama-v1-json": "llama-server /v1 schema",
+         "onnx-v1": "ONNX slmctl /v1", "onnx-v1-json": "ONNX slmctl /v1 schema"}
+#: The raw-prompt sides (``/completion``, ``/api/generate``, in process): the ratios and goals below need all four.
+RAW_SIDES = ("llama", "serve", "noproc", "inproc")
 
 
 def median(rows: list[dict], key: str) -> float | None:
@@ -119,28 +125,41 @@ def _ok(g: dict) -> str:
     return {True: "ok", False: "MISSED", None: "n/a"}[g["met"]]
 
 
-def report(result: dict) -> str:
-    c, s, r, g = result["config"], result["summary"], result["ratios"], result["goals"]
+def table(result: dict) -> list[str]:
+    """Medians per side, one line each, for the sides that ran."""
+    c, s = result["config"], result["summary"]
     lines = ["", f"medians of {c['repetitions'] * c['rounds']} requests per side "
              f"(prompt {c['prompt_tokens']} tokens, {c['tokens']} generated, {c['threads']} threads):",
-             f"  {'':<17} {'decode tok/s':>13} {'decode tok/s':>13} {'TTFT p50':>9} {'TTFT min-max':>15} "
+             f"  {'':<23} {'decode tok/s':>13} {'decode tok/s':>13} {'TTFT p50':>9} {'TTFT min-max':>15} "
              f"{'prompt eval':>12} {'TTFT-prompt':>12} {'request':>9}",
-             f"  {'':<17} {'(server)':>13} {'(client)':>13} {'ms':>9} {'ms':>15} {'ms':>12} {'ms':>12} {'ms':>9}"]
-    for key, name in SIDES.items():
-        x = s[key]
+             f"  {'':<23} {'(server)':>13} {'(client)':>13} {'ms':>9} {'ms':>15} {'ms':>12} {'ms':>12} {'ms':>9}"]
+    for key, x in s.items():
         mark = {k: "*" if k in x["noisy"] else " " for k in ("client_tok_s", "ttft_ms")}
-        lines.append(f"  {name:<17} {figure(x['server_tok_s'], '.2f'):>13} {figure(x['client_tok_s'], '.2f'):>12}"
+        lines.append(f"  {SIDES[key]:<23} {figure(x['server_tok_s'], '.2f'):>13} {figure(x['client_tok_s'], '.2f'):>12}"
                      f"{mark['client_tok_s']} {figure(x['ttft_ms'], '.1f'):>8}{mark['ttft_ms']} "
                      f"{x['ttft_min_ms']:>7.1f}-{x['ttft_max_ms']:<7.1f} "
                      f"{figure(x['prompt_ms'], '.1f'):>12} {figure(x['outside_ms'], '.1f'):>12} "
                      f"{figure(x['request_ms'], '.0f'):>9}")
     lines.append("  (TTFT-prompt: p50 of TTFT minus the prompt evaluation the server reports: the request's own "
-                 "cost outside the model)")
-    if any(s[key]["noisy"] for key in SIDES):
+                 "cost outside the model; slmctl's /v1 reports no timings: n/a)")
+    if any(x["noisy"] for x in s.values()):
         lines.append("  * spread too wide to trust (CV > 10 % or range > 25 % of the median): "
                      "more --repetitions / --rounds, or a quieter machine")
+    return lines
+
+
+def report(result: dict) -> str:
+    """The table, then (when all four raw sides ran) their ratios, goals and checks."""
+    lines = table(result)
+    if "ratios" in result:
+        lines += raw_report(result)
+    return "\n".join(lines)
+
+
+def raw_report(result: dict) -> list[str]:
+    s, r, g = result["summary"], result["ratios"], result["goals"]
     vs, ip = r["serve_vs_llama"], r["inproc_vs_llama"]
-    lines += ["", "slmctl serve / llama-server:",
+    lines = ["", "slmctl serve / llama-server:",
               f"  decode tok/s (server timings) {figure(vs['decode_server'], '.3f')}   goal >= {GOALS['decode']}: "
               f"{_ok(g['decode_vs_llama_server'])}",
               f"  decode tok/s (client side)    {figure(vs['decode_client'], '.3f')}   goal >= {GOALS['decode']}: "
@@ -177,7 +196,7 @@ def report(result: dict) -> str:
         cpu = result["serve_process_cpu"]
         lines.append(f"  slmctl serve process CPU (HTTP + relay, runner excluded): {cpu['ms_per_request']:.0f} ms per "
                      f"request, {cpu['us_per_token']:.0f} us per streamed token")
-    clients = {name: s[key]["client_us_per_token"] for key, name in SIDES.items() if s[key]["client_us_per_token"]}
+    clients = {SIDES[key]: s[key]["client_us_per_token"] for key in RAW_SIDES if s[key]["client_us_per_token"]}
     if clients:
         lines.append("  benchmark client CPU per streamed token (httpx): "
                      + ", ".join(f"{name} {v:.0f} us" for name, v in clients.items()))
@@ -186,4 +205,4 @@ def report(result: dict) -> str:
     lines += ["", f"checks: tokens per request {checks['tokens']}; prompt tokens {checks['prompt_tokens']} "
                   "(llama-server counts the tokens it evaluated: it reuses the BOS cached from the previous request);",
               f"        requests whose text equals llama-server's: {same}"]
-    return "\n".join(lines)
+    return lines

@@ -2,18 +2,39 @@
 
 On the realistic-size random GGUF (``write_bench_gguf``: Qwen2.5-0.5B-like shapes, ~300 MB at Q4_K_M,
 built once into ``--cache-dir``; its end-of-sequence token is never sampled, so every request yields
-exactly ``--tokens`` tokens), four sides answer the same requests, one request at a time (never two
+exactly ``--tokens`` tokens), the sides answer the same requests, one request at a time (never two
 at once: the machine's cores are shared), with the same thread count, context (``--ctx``) and batch size
-(512), flash attention off, temperature 0 and seed 1:
+(512), flash attention off, temperature 0 and seed 1. Four send the raw prompt:
 
 * ``llama-server``: llama.cpp's HTTP server, ``POST /completion`` with ``stream``, ``n_predict`` and
-  ``ignore_eos`` (``-t T -tb max(T, cores) -c CTX -b 512 -ub 512 -np 1 -fa off``);
+  ``ignore_eos`` (``-t T -tb max(T, cores) -c CTX -b 512 -ub 512 -np 1 -fa off --no-jinja``);
 * ``slmctl serve``: the real CLI (a server process plus one runner process per model),
   ``POST /api/generate`` with ``raw: true`` and ``options`` num_predict, num_thread, num_ctx, num_batch;
 * ``serve, no runner``: the same FastAPI app and uvicorn with ``ServeConfig(isolate=False)`` (the model in
   the server process), to split the runner process's cost from HTTP's;
 * ``in process``: ``slmctl.engine`` in one process, the path ``slmctl run`` takes (in-process scheduler,
   ``ThreadRunner``), on the same raw prompts; no HTTP, no runner process.
+
+Seven send it as the user message of a streamed chat (``_serve_sides.py``, ``_serve_chat.py``), to the
+model ``bench-chat`` (``slmctl create``: the bench GGUF with PARAMETER num_thread, num_ctx, num_batch,
+the load options a /v1 request cannot carry; the chat sides send only what /v1 sends too):
+
+* ``chat``: ``slmctl serve``, ``POST /api/chat`` (``options``: temperature, seed, num_predict);
+* ``v1``: ``slmctl serve``, ``POST /v1/chat/completions`` (max_tokens, temperature 0, seed,
+  ``stream_options.include_usage``); ``llama-v1``: llama-server's own, the same body (its ``--no-jinja``
+  ChatML template: its jinja path fails to build a response_format grammar for this model);
+* ``v1-json``, ``llama-v1-json``: those two with ``response_format`` json_schema (``schema_for``: an
+  object holding an array of at least ``--tokens`` strings, so it cannot end before max_tokens);
+  ``onnx-v1``, ``onnx-v1-json``: slmctl /v1 without and with it on the ONNX bench model
+  (``write_bench_onnx_genai``, as ``bench_onnx.py``; onnxruntime-genai's guidance enforces the schema).
+
+Every side has its own server process (a server reuses a prompt it has just evaluated from its cache)
+and gets the same prompts.
+
+There decode tok/s is client side on every side: (tokens - 1) / (last content chunk - first), the tokens
+counted by the server (``usage.completion_tokens``, ``eval_count``): with a schema, the tokens actually
+generated. Printed: slmctl /v1 / slmctl /api/chat (goal: within 3 %), slmctl /v1 / llama-server /v1,
+and per runtime the decode ratio schema on / off (grammar-constrained decoding's cost) and its TTFT.
 
 Every side starts fresh, answers ``--warmup`` requests (the first one loads the model; not counted),
 then ``--repetitions`` measured ones; ``--rounds`` repeats the whole, alternating the order of the
@@ -49,11 +70,12 @@ and OpenSSL off, static libraries), target ``llama-server`` only. GGML_NATIVE is
 build of the wheel uses on this machine, so both sides run the same CPU kernels. It needs cmake and a
 C++ compiler, and takes 10-15 min on 2 cores, once: the binary is kept outside the repository in
 ``--server-dir`` (default ``~/.cache/slmctl-bench/llama-server-<version>/bin/llama-server``, the build
-log beside that folder). ``--build-only`` builds (or finds) it and the model, then exits.
+log beside that folder). ``--build-only`` builds (or finds) it and the models, then exits.
 
 Run:  .venv/bin/python benchmarks/bench_serve.py [--repetitions 5] [--prompt-tokens 64] [--tokens 128]
-      [--threads T] [--rounds 2] [--interleave] [--llama-server PATH] [--json] [--output res.json]
-Not part of the test suite; 2-3 minutes with the defaults here (2 cores) once llama-server is built.
+      [--threads T] [--rounds 2] [--interleave] [--sides a,b] [--quick] [--llama-server PATH] [--json]
+Not part of the test suite; ~7 minutes with the defaults here (2 cores, 11 sides) once llama-server is
+built, about 2 with ``--quick`` (1 round, 3 requests of 64 tokens per side, interleaved).
 """
 
 from __future__ import annotations
@@ -62,18 +84,14 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import base_parser, import_model, remove_home_on_sigterm, write_output  # noqa: E402
+from _common import base_parser, import_model, remove_home_on_sigterm, slmctl, write_output  # noqa: E402
 from bench_core import build_model  # noqa: E402
 
 from _llama_server import (  # noqa: E402
@@ -82,213 +100,14 @@ from _llama_server import (  # noqa: E402
     build_llama_server,
     llama_server_version,
 )
-from _serve_client import (  # noqa: E402
-    cpu_s,
-    free_port,
-    make_prompts,
-    parse_ollama,
-    parse_sse,
-    rss_mb,
-    sample,
-    server_process,
-    stream,
-    tail,
-)
-from _serve_report import SIDES, figure, compare, goals, report, summarize_side  # noqa: E402
+from _serve_chat import chat_report, chat_results  # noqa: E402
+from _serve_client import make_prompts  # noqa: E402
+from _serve_report import RAW_SIDES, SIDES, compare, goals, report, summarize_side  # noqa: E402
+from _serve_sides import BATCH, CHAT_MODEL, ONNX_MODEL, SEED, Bench, schema_for  # noqa: E402
+
+QUICK = {"rounds": 1, "repetitions": 3, "tokens": 64, "interleave": True}
 
 
-BATCH = 512
-SEED = 1
-
-SERVE_NO_RUNNER = r"""
-import json, os, sys
-cfg = json.loads(sys.argv[1])
-from slmctl.server.app import serve
-from slmctl.server.config import ServeConfig
-from slmctl.settings import Settings
-serve(ServeConfig(host="127.0.0.1", port=cfg["port"], isolate=False), Settings.from_env(), os.environ,
-      log_level="info")
-"""
-
-IN_PROCESS = r"""
-import json, sys, time
-cfg = json.loads(sys.argv[1])
-from slmctl.backends.base import GenerateRequest
-from slmctl.chat import in_process_scheduler
-from slmctl.engine import Engine
-from slmctl.options import build_options
-from slmctl.settings import Settings
-from slmctl.store import ModelStore
-engine = Engine(ModelStore(Settings.from_env().models_dir), runtime_here=True)
-manifest = engine.manifest(cfg["model"])
-load, sampling = build_options(engine.defaults(manifest).params, cfg["options"])
-plan = engine.plan(manifest, load)
-scheduler = in_process_scheduler()  # what `slmctl run` uses: the model in this process, a ThreadRunner
-for line in sys.stdin:  # one JSON prompt per line, sent when the parent wants the request made
-    prompt = json.loads(line)
-    start = time.perf_counter_ns()
-    generation = scheduler.generate(plan, GenerateRequest(sampling, prompt=prompt))
-    stamps, parts = [], []
-    for chunk in generation:
-        if chunk:
-            stamps.append(time.perf_counter_ns())
-            parts.append(chunk)
-    end = time.perf_counter_ns()
-    s = generation.stats
-    print("RESULT", json.dumps({"start": start, "stamps": stamps, "end": end, "text": "".join(parts),
-                      "server_tok_s": (s.eval_count - 1) / (s.eval_duration / 1e9) if s.eval_duration else None,
-                      "eval_count": s.eval_count, "prompt_n": s.prompt_eval_count,
-                      "prompt_ms": s.prompt_eval_duration / 1e6}), flush=True)
-scheduler.close()
-"""
-
-
-
-# -- the sides -----------------------------------------------------------------------------------
-class Side:
-    """One running side: ``one(prompt)`` makes one request; ``pid``: the slmctl serve process, if that."""
-
-    def __init__(self, one: Callable[[str], dict], pid: int | None = None) -> None:
-        self.one, self.pid = one, pid
-
-
-class Bench:
-    def __init__(self, args: argparse.Namespace, env: dict[str, str], blob: Path, binary: Path, tmp: Path,
-                 progress: TextIO) -> None:
-        self.args, self.env, self.blob, self.binary, self.tmp, self.out = args, env, blob, binary, tmp, progress
-        self.options = {"temperature": 0, "seed": SEED, "num_predict": args.tokens, "num_thread": args.threads,
-                        "num_ctx": args.ctx, "num_batch": BATCH}
-        self.idle_rss: list[float] = []
-        self.loaded_rss: list[dict] = []
-        #: CPU time of the slmctl serve process itself (not its runner) over the measured requests.
-        self.server_cpu: list[dict] = []
-
-    def log(self, text: str) -> None:
-        print(text, file=self.out, flush=True)
-
-    def request(self, side: str, running: Side, prompt: str, label: str) -> dict:
-        row = running.one(prompt)
-        row["warmup"] = label == "warm-up"
-        server = f"{row['server_tok_s']:6.2f}" if row.get("server_tok_s") else "   n/a"
-        self.log(f"    {SIDES[side]:<17} {label:<8} TTFT {row['ttft_ms']:7.1f} ms   decode {server} tok/s "
-                 f"(client {row['client_tok_s']:6.2f})   {row['eval_count']} tokens   prompt {row['prompt_n']}"
-                 f"   request {row['request_ms']:6.0f} ms")
-        return row
-
-    # -- a round -------------------------------------------------------------------------------
-    def sequential(self, order: list[str], prompts: list[str]) -> dict[str, list[dict]]:
-        """Each side in turn: start it, warm-up + measured requests, stop it."""
-        rows: dict[str, list[dict]] = {}
-        warm = self.args.warmup
-        for side in order:
-            with self.open(side) as running:
-                rows[side] = [self.request(side, running, p, "warm-up") for p in prompts[:warm]]
-                cpu = self.cpu_start(running)
-                rows[side] += [self.request(side, running, p, f"req {i + 1}") for i, p in enumerate(prompts[warm:])]
-                self.cpu_stop(running, cpu, rows[side][warm:])
-        return rows
-
-    def interleaved(self, order: list[str], prompts: list[str]) -> dict[str, list[dict]]:
-        """All sides started and warmed up (one at a time), then request i goes to every side in turn
-        (the order rotating), one request in flight at any moment, with a pause between requests."""
-        rows: dict[str, list[dict]] = {side: [] for side in order}
-        warm = self.args.warmup
-        with ExitStack() as stack:
-            running = {}
-            for side in order:
-                running[side] = stack.enter_context(self.open(side))
-                rows[side] += [self.request(side, running[side], p, "warm-up") for p in prompts[:warm]]
-            cpu = {side: self.cpu_start(r) for side, r in running.items()}
-            for i, prompt in enumerate(prompts[warm:]):
-                turn = order[i % len(order):] + order[:i % len(order)]
-                for side in turn:
-                    time.sleep(self.args.pause)  # llama.cpp's threads stop polling; the machine settles
-                    rows[side].append(self.request(side, running[side], prompt, f"req {i + 1}"))
-            for side, r in running.items():
-                self.cpu_stop(r, cpu[side], rows[side][warm:])
-        return rows
-
-    def cpu_start(self, running: Side) -> float | None:
-        return cpu_s(running.pid) if running.pid else None
-
-    def cpu_stop(self, running: Side, before: float | None, measured: list[dict]) -> None:
-        if running.pid and before is not None:  # slmctl serve alone: HTTP and the relay, the model is in the runner
-            self.server_cpu.append({"cpu_s": cpu_s(running.pid) - before, "requests": len(measured),
-                                    "tokens": sum(r["chunks"] for r in measured)})
-            self.loaded_rss.append({"server_mb": rss_mb(running.pid),
-                                    "runner_mb": rss_mb(running.pid, children=True)})
-
-    # -- the sides -----------------------------------------------------------------------------
-    def open(self, side: str) -> Any:
-        return {"llama": self.llama, "serve": self.serve, "noproc": self.noproc, "inproc": self.inproc}[side]()
-
-    @contextmanager
-    def llama(self) -> Iterator[Side]:
-        port, a = free_port(), self.args
-        cmd = [str(self.binary), "-m", str(self.blob), "--host", "127.0.0.1", "--port", str(port),
-               "-t", str(a.threads), "-tb", str(max(a.threads, os.cpu_count() or 1)), "-c", str(a.ctx),
-               "-b", str(BATCH), "-ub", str(BATCH), "-np", "1", "-fa", "off", "--no-webui"]
-        url = f"http://127.0.0.1:{port}"
-        with server_process(cmd, self.env, f"{url}/health", self.tmp / "llama-server.log"):
-            yield Side(lambda p: stream(f"{url}/completion", {
-                "prompt": p, "n_predict": a.tokens, "ignore_eos": True, "temperature": 0, "seed": SEED,
-                "stream": True}, parse_sse))
-
-    @contextmanager
-    def _ollama(self, side: str, cmd: list[str], port: int) -> Iterator[Side]:
-        url = f"http://127.0.0.1:{port}"
-        body = {"model": "bench", "raw": True, "stream": True, "options": self.options}
-        with server_process(cmd, self.env, f"{url}/api/health", self.tmp / f"{side}.log") as proc:
-            if side == "serve":
-                time.sleep(1.0)  # let start-up settle
-                self.idle_rss.append(rss_mb(proc.pid))
-            yield Side(lambda p: stream(f"{url}/api/generate", {**body, "prompt": p}, parse_ollama),
-                       proc.pid if side == "serve" else None)
-
-    def serve(self) -> Any:
-        port = free_port()
-        return self._ollama("serve", [sys.executable, "-m", "slmctl", "serve", "--host", f"127.0.0.1:{port}"], port)
-
-    def noproc(self) -> Any:
-        port = free_port()
-        return self._ollama("noproc", [sys.executable, "-c", SERVE_NO_RUNNER, json.dumps({"port": port})], port)
-
-    @contextmanager
-    def inproc(self) -> Iterator[Side]:
-        """A child process that loads the model with slmctl.engine and answers one prompt per line on its
-        stdin (the same prompts, as JSON), timing each request itself."""
-        cfg = {"model": "bench", "options": self.options}
-        log_path = self.tmp / "inproc.log"
-        with open(log_path, "ab") as log:
-            proc = subprocess.Popen([sys.executable, "-c", IN_PROCESS, json.dumps(cfg)], env=self.env,
-                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True)
-        assert proc.stdin is not None and proc.stdout is not None
-
-        def one(prompt: str) -> dict:
-            proc.stdin.write(json.dumps(prompt) + "\n")
-            proc.stdin.flush()
-            line = proc.stdout.readline()
-            while line and not line.startswith("RESULT "):  # anything else a library printed
-                line = proc.stdout.readline()
-            if not line:
-                proc.wait()
-                sys.exit(f"the in-process run failed (rc {proc.returncode}):\n{tail(log_path)}")
-            r = json.loads(line[len("RESULT "):])
-            return sample(r["start"], r["stamps"], r["end"], r["text"], server_tok_s=r["server_tok_s"],
-                          eval_count=r["eval_count"], prompt_n=r["prompt_n"], prompt_ms=r["prompt_ms"])
-
-        try:
-            yield Side(one)
-        finally:
-            proc.stdin.close()
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-# -- main ----------------------------------------------------------------------------------------
 def parse_args() -> argparse.Namespace:
     import psutil
 
@@ -304,12 +123,18 @@ def parse_args() -> argparse.Namespace:
                    help="start every side first, then send request i to each side in turn (one request in flight "
                         "at a time): drift on a shared machine hits all sides alike")
     p.add_argument("--pause", type=float, default=0.3, help="seconds between two requests with --interleave")
+    p.add_argument("--quick", action="store_true",
+                   help="a couple of minutes: " + " ".join(f"--{k}" + ("" if v is True else f" {v}")
+                                                            for k, v in QUICK.items()) + " (unless given)")
     p.add_argument("--llama-server", type=Path, help="an existing llama-server binary (else built once)")
     p.add_argument("--server-dir", type=Path, default=DEFAULT_SERVER_DIR,
                    help="where the built llama-server is kept [default: %(default)s]")
-    p.add_argument("--build-only", action="store_true", help="build (or find) llama-server and the model, then exit")
+    p.add_argument("--build-only", action="store_true", help="build (or find) llama-server and the models, then exit")
     p.add_argument("--json", action="store_true", help="print the results as JSON (progress goes to stderr)")
     args = p.parse_args()
+    if args.quick:  # other defaults; what the command line gives still wins
+        p.set_defaults(**QUICK)
+        args = p.parse_args()
     args.sides = [side.strip() for side in args.sides.split(",") if side.strip()]
     if unknown := set(args.sides) - set(SIDES):
         p.error(f"unknown side(s): {', '.join(sorted(unknown))}")
@@ -318,11 +143,25 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def create(env: dict[str, str], tmp: Path, name: str, base: str, params: dict[str, int]) -> None:
+    """``slmctl create NAME`` FROM ``base`` with PARAMETERs: the load options /v1 requests cannot carry."""
+    modelfile = tmp / f"{name}.Modelfile"
+    modelfile.write_text(f"FROM {base}\n" + "".join(f"PARAMETER {k} {v}\n" for k, v in params.items()))
+    proc = slmctl(env, "create", name, "-f", str(modelfile), "--quiet")
+    if proc.returncode != 0:
+        sys.exit(f"slmctl create {name} failed:\n{proc.stderr[-2000:]}")
+
+
 def main() -> None:
     args = parse_args()
     remove_home_on_sigterm()
     progress = sys.stderr if args.json else sys.stdout
     model = build_model(args.cache_dir, "Q4_K_M")
+    onnx = any(side.startswith("onnx") for side in args.sides)
+    if onnx:
+        from bench_onnx import build_model as build_onnx_model
+
+        onnx_model = build_onnx_model(args.cache_dir)
     binary = args.llama_server.resolve() if args.llama_server else build_llama_server(args.server_dir)
     if not binary.is_file():
         sys.exit(f"no llama-server at {binary}")
@@ -334,16 +173,26 @@ def main() -> None:
         tmp = Path(tmp_name)
         env, info = import_model(tmp, model, "bench")
         blob = tmp / "home" / "models" / "blobs" / info["files"][0]["digest"].replace(":", "-")
+        create(env, tmp, CHAT_MODEL, "bench", {"num_thread": args.threads, "num_ctx": args.ctx, "num_batch": BATCH})
+        if onnx:
+            import_model(tmp, onnx_model, "bench-onnx")
+            create(env, tmp, ONNX_MODEL, "bench-onnx", {"num_thread": args.threads})
         os.sync()  # the import's writes are on disk before anything is timed,
-        with open(blob, "rb") as f:  # and the model is in the page cache for every side alike
-            while f.read(1 << 24):
-                pass
+        for path in (tmp / "home" / "models" / "blobs").iterdir():
+            with open(path, "rb") as f:  # and the models are in the page cache for every side alike
+                while f.read(1 << 24):
+                    pass
         print(f"model {model.name} ({blob.stat().st_size / 1e6:.0f} MB, Q4_K_M), prompt {args.prompt_tokens} tokens, "
               f"{args.tokens} generated, {args.threads} threads, n_ctx {args.ctx}, n_batch {BATCH}, "
               f"temperature 0, seed {SEED}", file=progress)
+        if onnx:
+            print(f"ONNX model {onnx_model.name} (fp32), {args.threads} threads", file=progress)
+        if any(side.endswith("-json") for side in args.sides):
+            print(f"schema: {json.dumps(schema_for(args.tokens))}", file=progress)
         print(f"llama-server {binary} (version {version})", file=progress)
         print(f"{args.rounds} round(s) x ({args.warmup} warm-up + {args.repetitions} requests) per side, "
-              "sides one at a time, one streaming client", file=progress, flush=True)
+              f"{'interleaved request by request' if args.interleave else 'sides one at a time'}, "
+              "one streaming client", file=progress, flush=True)
         bench = Bench(args, env, blob, binary, tmp, progress)
         per_round = args.warmup + args.repetitions
         rows: dict[str, list[dict]] = {side: [] for side in args.sides}
@@ -360,8 +209,9 @@ def main() -> None:
     summary = {side: summarize_side(r) for side, r in rows.items()}
     config = {"model": model.name, "quant": "Q4_K_M", "prompt_tokens": args.prompt_tokens, "tokens": args.tokens,
               "threads": args.threads, "ctx": args.ctx, "batch": BATCH, "repetitions": args.repetitions,
-              "warmup": args.warmup, "rounds": args.rounds, "llama_server": str(binary),
-              "llama_server_version": version, "llama_cpp_python": LLAMA_CPP_PYTHON_VERSION}
+              "warmup": args.warmup, "rounds": args.rounds, "interleave": args.interleave, "llama_server": str(binary),
+              "llama_server_version": version, "llama_cpp_python": LLAMA_CPP_PYTHON_VERSION,
+              "schema": schema_for(args.tokens)}
     idle = statistics.median(bench.idle_rss) if bench.idle_rss else None
     result: dict[str, Any] = {"config": config, "samples": rows, "summary": summary,
                               "rss": {"idle_mb": idle, "idle_samples_mb": bench.idle_rss, "loaded": bench.loaded_rss}}
@@ -370,24 +220,22 @@ def main() -> None:
         result["serve_process_cpu"] = {
             "ms_per_request": cpu * 1e3 / sum(c["requests"] for c in bench.server_cpu),
             "us_per_token": cpu * 1e6 / sum(c["tokens"] for c in bench.server_cpu), "samples": bench.server_cpu}
-    if set(SIDES) <= set(rows):
+    if set(RAW_SIDES) <= set(rows):
+        raw = {side: summary[side] for side in RAW_SIDES}
         result["ratios"] = compare(summary, rows)
         result["goals"] = goals(result["ratios"], idle)
-        texts = {side: [r["text"].strip() for r in rows[side]] for side in rows}
+        texts = {side: [r["text"].strip() for r in rows[side]] for side in RAW_SIDES}
         result["checks"] = {
-            "tokens": sorted({t for x in summary.values() for t in x["tokens"]}),
-            "prompt_tokens": sorted({t for x in summary.values() for t in x["prompt_tokens"]}),
+            "tokens": sorted({t for x in raw.values() for t in x["tokens"]}),
+            "prompt_tokens": sorted({t for x in raw.values() for t in x["prompt_tokens"]}),
             "same_text": {SIDES[side]: f"{sum(a == b for a, b in zip(texts[side], texts['llama']))}/{len(texts[side])}"
-                          for side in SIDES if side != "llama"}}
+                          for side in RAW_SIDES if side != "llama"}}
+    result.update(chat_results(summary, rows))
     write_output(args.output, result)
     if args.json:
         print(json.dumps(result, indent=2))
-    elif "ratios" in result:
-        print(report(result))
     else:
-        for side, x in summary.items():
-            print(f"{SIDES[side]:<17} decode {figure(x['server_tok_s'], '.2f')} tok/s "
-                  f"(client {figure(x['client_tok_s'], '.2f')}) TTFT p50 {figure(x['ttft_ms'], '.1f')} ms")
+        print("\n".join(part for part in (report(result), chat_report(result)) if part))
 
 
 if __name__ == "__main__":
