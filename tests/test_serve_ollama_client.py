@@ -67,6 +67,16 @@ def test_chat_plain_streamed_and_schema(client: ollama.Client, model: str) -> No
     assert isinstance(data["name"], str) and isinstance(data["age"], int)
 
 
+def test_raw_empty_prompt_with_a_suffix_is_a_400_where_nothing_is_left_to_read(client: ollama.Client) -> None:
+    """raw skips the template, so the suffix is unused: the GGUF model still reads its BOS token; the ONNX
+    one would read nothing, which crashed onnxruntime-genai into a 500 (found by the fuzzer)."""
+    answer = client.generate(model="phi4:mini", prompt="", suffix="0", raw=True, options={"num_predict": 2})
+    assert answer.done and answer.prompt_eval_count == 1
+    with pytest.raises(ollama.ResponseError) as err:
+        client.generate(model="qwen2.5:3b", prompt="", suffix="0", raw=True, options={"num_predict": 2})
+    assert err.value.status_code == 400 and "prompt is empty" in err.value.error
+
+
 def test_generate_format_json(client: ollama.Client) -> None:
     answer = client.generate(model="phi4:mini", prompt="List three colours", format="json",
                              options={"num_predict": 200, "seed": 2})

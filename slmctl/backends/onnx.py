@@ -29,7 +29,7 @@ from slmctl.backends.base import (
 )
 from slmctl.backends.tokenloop import score_token, stream_text
 from slmctl.formats.onnx_folder import read_chat_template
-from slmctl.errors import ContextOverflow, DeviceUnavailable, InvalidModelFile, OperationFailed
+from slmctl.errors import ContextOverflow, DeviceUnavailable, InvalidModelFile, OperationFailed, UsageError
 from slmctl.options import ONNX_GENAI_NAMES, ONNX_GENAI_UNSUPPORTED, LoadOptions, SamplingOptions, unsupported_options
 
 RUNTIME = "onnxruntime-genai"
@@ -178,6 +178,8 @@ class OnnxGenaiModel(LoadedModel):
         options = request.options
         tokens = self.prompt_tokens(request)
         n_ctx = self.info.context_length
+        if not tokens:
+            raise UsageError("the prompt is empty (it has no tokens)", "give the model some text")
         if len(tokens) >= n_ctx:
             raise ContextOverflow(f"the prompt is {len(tokens)} tokens but the context holds {n_ctx}",
                                   "shorten the prompt or raise the context: --param num_ctx=N")

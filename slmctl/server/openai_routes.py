@@ -123,8 +123,6 @@ async def completions(body: wire.CompletionBody, http: Request) -> Any:
         for p_index, prompt in enumerate(prompts):
             def build(runner: Runner, sampling: Any, prompt: Any = prompt, p_index: int = p_index) -> GenerateRequest:
                 request = completion_request(serving, target, prompt, body.suffix, sampling, body.logprobs)
-                if not (request.prompt or request.tokens) and not runner.call("prompt_tokens", request):
-                    raise UsageError("the prompt is empty (no tokens)", "send some text, or token ids")
                 if body.echo:
                     echoes[p_index] = prompt if isinstance(prompt, str) else runner.call("detokenize", prompt)
                 return serving.fit_prompt(runner, target, request, truncate=False)

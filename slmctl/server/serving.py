@@ -193,9 +193,11 @@ class Serving:
                    truncate: bool) -> GenerateRequest:
         """A prompt over the context: keep its end (``truncate``) or refuse it with both sizes."""
         context = runner.info.context_length
-        if request.prompt is not None and len(request.prompt.encode("utf-8")) + 2 < context:
+        if request.prompt and len(request.prompt.encode("utf-8")) + 2 < context:
             return request  # a token takes at least one byte (plus BOS/EOS): it fits without counting
         tokens = runner.call("prompt_tokens", request)
+        if not tokens:
+            raise UsageError("the prompt is empty (it has no tokens)", "send some text or token ids")
         if len(tokens) < context:
             return request
         if not truncate:
