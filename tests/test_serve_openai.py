@@ -288,6 +288,16 @@ def test_embeddings_float_base64_dimensions_and_tokens(client: openai.OpenAI, se
         client.embeddings.create(model="embed", input="x", dimensions=len(vector) + 1)
 
 
+@pytest.mark.parametrize("ids", [[0, -1], [2**31 + 5]])
+def test_token_ids_outside_the_vocabulary_are_a_400_on_every_runtime(client: openai.OpenAI, ids: list[int]) -> None:
+    """The fuzzer found a negative id overflowing the encoder's tokenizer into a 500."""
+    with pytest.raises(openai.BadRequestError, match="outside the model's vocabulary"):
+        client.embeddings.create(model="embed", input=ids)
+    for model in (GGUF, ONNX):
+        with pytest.raises(openai.BadRequestError, match="outside the model's vocabulary"):
+            client.completions.create(model=model, prompt=ids, max_tokens=2)
+
+
 # -- other clients ----------------------------------------------------------------------------------------
 def test_ollama_chat_format_schema_and_tools(served: Served) -> None:
     for model in (GGUF, ONNX):

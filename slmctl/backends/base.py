@@ -79,6 +79,18 @@ def fallback_prompt(messages: tuple[ChatMessage, ...]) -> str:
     return "\n".join(f"{m.role.capitalize()}: {m.content}" for m in messages) + "\nAssistant:"
 
 
+def known_token_ids(tokens: Sequence[int], vocab_size: int) -> list[int]:
+    """``tokens`` as a list, or a UsageError naming the first id outside the vocabulary (the runtimes
+    abort, overflow or read out of bounds on one)."""
+    bad = next((t for t in tokens if not 0 <= t < vocab_size), None)
+    if bad is not None:
+        from slmctl.errors import UsageError
+
+        raise UsageError(f"token id {bad} is outside the model's vocabulary (0..{vocab_size - 1})",
+                         "send token ids the model's tokenizer produced")
+    return list(tokens)
+
+
 @dataclass(frozen=True)
 class GenerateRequest:
     """One generation from a raw ``prompt``, chat ``messages`` (rendered by the model's template), or

@@ -23,6 +23,7 @@ from slmctl.backends.base import (
     ChatMessage,
     GenerateRequest,
     Generation,
+    known_token_ids,
     LoadedInfo,
     LoadedModel,
     Stats,
@@ -294,14 +295,7 @@ class LlamaCppModel(LoadedModel):
             return self._llm.detokenize(self._known_ids(tokens)).decode("utf-8", errors="replace")
 
     def _known_ids(self, tokens: list[int]) -> list[int]:
-        """``tokens``, or a UsageError for an id outside the vocabulary (llama.cpp aborts on one)."""
-        size = self._llm.n_vocab()
-        bad = next((t for t in tokens if not 0 <= t < size), None)
-        if bad is not None:
-            from slmctl.errors import UsageError
-
-            raise UsageError(f"token id {bad} is outside the model's vocabulary (0..{size - 1})")
-        return tokens
+        return known_token_ids(tokens, self._llm.n_vocab())
 
     def embed(self, texts: list[str]) -> list[list[float]]:
         if not self._llm.context_params.embeddings:

@@ -21,6 +21,7 @@ from slmctl.backends.base import (
     Backend,
     GenerateRequest,
     Generation,
+    known_token_ids,
     LoadedInfo,
     LoadedModel,
     Stats,
@@ -89,7 +90,7 @@ class OnnxGenaiBackend(Backend):
         context = _context_length(path)
         limit = min(options.num_ctx, context) if options.num_ctx else context
         info = LoadedInfo("onnx", device, limit, load_ns, read_chat_template(path))
-        return OnnxGenaiModel(og, model, tokenizer, info, _eos_ids(tokenizer))
+        return OnnxGenaiModel(og, model, tokenizer, info, _eos_ids(tokenizer), _vocab_size(path))
 
     @staticmethod
     def _load_error(path: Path, device: str, exc: RuntimeError) -> Exception:
@@ -104,10 +105,18 @@ class OnnxGenaiBackend(Backend):
         return OperationFailed(f"onnxruntime-genai could not load the model: {reason}")
 
 
+def _genai_config(path: Path) -> dict[str, Any]:
+    return json.loads((path / "genai_config.json").read_text(encoding="utf-8"))
+
+
 def _context_length(path: Path) -> int:
-    config = json.loads((path / "genai_config.json").read_text(encoding="utf-8"))
+    config = _genai_config(path)
     model = config.get("model", {})
     return int(model.get("context_length") or config.get("search", {}).get("max_length") or 2048)
+
+
+def _vocab_size(path: Path) -> int:
+    return int(_genai_config(path).get("model", {}).get("vocab_size") or 2**31 - 1)
 
 
 def _eos_ids(tokenizer: Any) -> frozenset[int]:
@@ -120,8 +129,10 @@ def _eos_ids(tokenizer: Any) -> frozenset[int]:
 class OnnxGenaiModel(LoadedModel):
     """One ``og.Model`` (safe to share between threads; one generator per generation)."""
 
-    def __init__(self, og: Any, model: Any, tokenizer: Any, info: LoadedInfo, eos_ids: frozenset[int]) -> None:
+    def __init__(self, og: Any, model: Any, tokenizer: Any, info: LoadedInfo, eos_ids: frozenset[int],
+                 vocab_size: int) -> None:
         self._og = og
+        self._vocab_size = vocab_size
         self._model = model
         self._tokenizer = tokenizer
         self._eos = eos_ids
@@ -133,7 +144,7 @@ class OnnxGenaiModel(LoadedModel):
     # -- prompt --------------------------------------------------------------------------------
     def prompt_text(self, request: GenerateRequest) -> str:
         if request.tokens is not None:
-            return self.detokenize(list(request.tokens))
+            return self.detokenize(list(request.tokens))  # checked there
         if request.messages is None:
             return request.prompt or ""
         if self.info.chat_template is None:
@@ -147,7 +158,7 @@ class OnnxGenaiModel(LoadedModel):
 
     def prompt_tokens(self, request: GenerateRequest) -> list[int]:
         if request.tokens is not None:
-            return list(request.tokens)
+            return known_token_ids(request.tokens, self._vocab_size)
         return [int(t) for t in self._tokenizer.encode(self.prompt_text(request))]
 
     # -- generation ----------------------------------------------------------------------------
@@ -225,7 +236,7 @@ class OnnxGenaiModel(LoadedModel):
     def detokenize(self, tokens: list[int]) -> str:
         import numpy as np
 
-        return self._tokenizer.decode(np.asarray(tokens, dtype=np.int32))
+        return self._tokenizer.decode(np.asarray(known_token_ids(tokens, self._vocab_size), dtype=np.int32))
 
     def embed(self, texts: list[str]) -> list[list[float]]:
         raise OperationFailed("this ONNX GenAI model is a text generator; embeddings need an encoder model",

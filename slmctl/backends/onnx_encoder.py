@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from slmctl.backends.base import GenerateRequest, Generation, LoadedInfo, LoadedModel
+from slmctl.backends.base import GenerateRequest, Generation, LoadedInfo, LoadedModel, known_token_ids
 from slmctl.errors import InvalidModelFile, OperationFailed, UsageError
 from slmctl.formats.onnx_folder import ENCODER_MODEL_PATHS
 from slmctl.options import LoadOptions
@@ -115,7 +115,7 @@ class OnnxEncoderModel(LoadedModel):
         return list(self._tokenizer.encode(text, add_special_tokens=special).ids)
 
     def detokenize(self, tokens: list[int]) -> str:
-        return self._tokenizer.decode(tokens)
+        return self._tokenizer.decode(known_token_ids(tokens, self._tokenizer.get_vocab_size()))
 
     def close(self) -> None:
         self._session = None

@@ -36,9 +36,14 @@ from slmctl.wire import openai as wire
 router = APIRouter(prefix="/v1")
 
 #: Completions: server-sent events with "stream": true, one JSON object without.
+#: One server-sent event of a stream (OpenAPI 3.0/3.1 give an event stream's ``schema`` per event, as 3.2's
+#: ``itemSchema``): ``data`` is a JSON chunk, or ``[DONE]`` to end the stream.
+SSE_EVENT = {"type": "object", "required": ["data"],
+             "properties": {"data": {"type": "string"}, "event": {"type": "string"}, "id": {"type": "string"},
+                            "retry": {"type": "integer"}}}
 SSE: dict[int | str, dict[str, Any]] = {200: {"description": "The completion (server-sent events when streaming)",
                                               "content": {"application/json": {"schema": {"type": "object"}},
-                                                          "text/event-stream": {"schema": {"type": "string"}}}}}
+                                                          "text/event-stream": {"schema": SSE_EVENT}}}}
 
 
 def stream_error(error: BaseException) -> dict[str, Any]:
