@@ -13,11 +13,13 @@ import os
 import random
 import threading
 import time
+from contextlib import nullcontext
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from slmctl.backends import llama_log
+from slmctl.backends.cpu_buffers import extra_buffers_work_here, without_extra_buffers
 from slmctl.backends.base import (
     Backend,
     ChatMessage,
@@ -105,7 +107,8 @@ class LlamaCppBackend(Backend):
         position = llama_log.mark()
         start = time.perf_counter_ns()
         try:
-            llm = llama_cpp.Llama(**kwargs)
+            with nullcontext() if extra_buffers_work_here() else without_extra_buffers():
+                llm = llama_cpp.Llama(**kwargs)
         except (ValueError, RuntimeError) as exc:
             raise self._load_error(path, exc, llama_log.since(position)) from exc
         load_ns = time.perf_counter_ns() - start
