@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
+from typing import TypeVar
 
 PROBE_RANGE = "bytes=0-0"
 
@@ -33,15 +34,71 @@ class Fault:
     stall_s: float = 0.0
 
 
-def loopback_server(handler: type[BaseHTTPRequestHandler]) -> tuple[ThreadingHTTPServer, threading.Thread]:
-    """A threading HTTP server on ``127.0.0.1:<free port>`` and the (not yet started) thread serving it."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    return server, thread
+class LoopbackServer(ThreadingHTTPServer):
+    """A threading HTTP server on ``127.0.0.1:<free port>``, served from a daemon thread between
+    :meth:`start` and :meth:`stop` (or as a context manager): the one start/stop helper of every loopback
+    server of the suite (files, registry, hub, origin/proxy, transports). :meth:`after_stop` is the hook
+    for a server that must also close what it tracked."""
+
+    daemon_threads = True
+    poll_interval = 0.05
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(("127.0.0.1", 0), handler)
+        self._serving = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": self.poll_interval},
+                                         daemon=True)
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    @property
+    def base(self) -> str:
+        """``http://127.0.0.1:<port>``."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> LoopbackServer:
+        self._serving.start()
+        return self
+
+    def stop(self) -> None:
+        if self._serving.is_alive():
+            self.shutdown()
+        self.server_close()
+        self.after_stop()
+
+    def after_stop(self) -> None:
+        """Called once the server stopped accepting and serving; nothing by default."""
+
+    def __enter__(self) -> LoopbackServer:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
 
 
-class FileServer:
+_Served = TypeVar("_Served", bound="ServedBy")
+
+
+class ServedBy:
+    """The context-manager side of a fixture that owns a :class:`LoopbackServer` as ``self._server``."""
+
+    _server: LoopbackServer
+
+    def __enter__(self: _Served) -> _Served:
+        self._server.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._server.stop()
+
+    def close(self) -> None:
+        self._server.stop()
+
+
+class FileServer(ServedBy):
     """Serve ``data`` at :attr:`url`; use as a context manager."""
 
     def __init__(self, data: bytes, *, ranges: bool = True, chunk: int = 64 * 1024, path: str = "/file") -> None:
@@ -57,12 +114,11 @@ class FileServer:
         self.bytes_served = 0
         self.active = 0
         self._lock = threading.Lock()
-        self._server, self._thread = loopback_server(_make_handler(self))
+        self._server = LoopbackServer(_make_handler(self))
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}{self.path}"
+        return self._server.base + self.path
 
     def reset_counters(self) -> None:
         """Zero the counters once the handlers of earlier (abandoned) requests have finished."""
@@ -83,16 +139,6 @@ class FileServer:
     def _count(self, n: int) -> None:
         with self._lock:
             self.bytes_served += n
-
-    def __enter__(self) -> FileServer:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
 
 def _make_handler(owner: FileServer) -> type[BaseHTTPRequestHandler]:

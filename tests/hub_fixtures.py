@@ -22,12 +22,12 @@ import pytest
 
 from cli_runner import run_cli
 from slmctl.testing.tiny_gguf import write_tiny_gguf
-from tests.http_fixtures import loopback_server
+from tests.http_fixtures import LoopbackServer, ServedBy
 
 QUANTS = ("Q4_K_M", "Q8_0", "F16")
 
 
-class HubServer:
+class HubServer(ServedBy):
     """Serves ``repos[(owner, repo)][path] = bytes``; ``corrupt`` paths get one byte flipped in transit.
 
     With ``token`` set, every request without ``Authorization: Bearer <token>`` gets 401, as a gated repo.
@@ -40,13 +40,11 @@ class HubServer:
         self.chunk, self.chunk_delay = 64 * 1024, 0.0
         self.bytes_served = 0
         self._lock = threading.Lock()
-        self._server, thread = loopback_server(_handler(self))
-        thread.start()
+        self._server = LoopbackServer(_handler(self)).start()
 
     @property
     def endpoint(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return self._server.base
 
     def tree(self, owner: str, repo: str, folder: str) -> list[dict] | None:
         files = self.repos.get((owner, repo))
@@ -69,10 +67,6 @@ class HubServer:
                 entry["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
             out.append(entry)
         return out
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
 
 def _handler(hub: HubServer) -> type[BaseHTTPRequestHandler]:

@@ -29,12 +29,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import Message
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from types import TracebackType
 from urllib.parse import urlsplit
 
 import trustme
+
+from tests.http_fixtures import LoopbackServer
 
 #: Writes one response through the handler (status line, headers, body).
 Route = Callable[["_OriginHandler"], None]
@@ -51,13 +52,13 @@ class Seen:
     headers: Message
 
 
-class _LoopbackServer(ThreadingHTTPServer):
-    """A threading HTTP server on 127.0.0.1 that tracks its connections and handler threads."""
+class _LoopbackServer(LoopbackServer):
+    """The suite's loopback server, also tracking its connections and handler threads (and speaking TLS)."""
 
-    daemon_threads = True
+    poll_interval = 0.02
 
     def __init__(self, handler: type[BaseHTTPRequestHandler], tls: ssl.SSLContext | None = None) -> None:
-        super().__init__(("127.0.0.1", 0), handler)
+        super().__init__(handler)
         self.tls = tls
         self.lock = threading.Lock()
         self.accepted = 0
@@ -66,11 +67,6 @@ class _LoopbackServer(ThreadingHTTPServer):
         self.stopping = threading.Event()
         self._open: set[socket.socket] = set()
         self._handlers: list[threading.Thread] = []
-        self._serve = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-
-    @property
-    def port(self) -> int:
-        return int(self.server_address[1])
 
     @property
     def origin(self) -> str:
@@ -114,16 +110,11 @@ class _LoopbackServer(ThreadingHTTPServer):
     def handle_error(self, request: object, client_address: object) -> None:
         pass  # clients that hang up early, failed handshakes: expected in these tests
 
-    def __enter__(self) -> _LoopbackServer:
-        self._serve.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def stop(self) -> None:
         self.stopping.set()
-        self.shutdown()
-        self.server_close()
+        super().stop()
+
+    def after_stop(self) -> None:
         with self.lock:
             still_open, threads = list(self._open), list(self._handlers)
         for sock in still_open:

@@ -30,10 +30,9 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
-from types import TracebackType
 from typing import Literal
 
-from tests.http_fixtures import PROBE_RANGE, Fault, loopback_server
+from tests.http_fixtures import PROBE_RANGE, Fault, LoopbackServer, ServedBy
 
 MANIFEST_MEDIA = "application/vnd.docker.distribution.manifest.v2+json"
 CONFIG_MEDIA = "application/vnd.docker.container.image.v1+json"
@@ -79,7 +78,7 @@ def _route(path: str) -> _Route | None:
     return None
 
 
-class RegistryServer:
+class RegistryServer(ServedBy):
     """An Ollama-style registry on 127.0.0.1; use as a context manager."""
 
     def __init__(self, *, chunk: int = 16 * 1024) -> None:
@@ -93,13 +92,12 @@ class RegistryServer:
         self._blobs: dict[tuple[str, str], dict[str, bytes]] = {}
         self._faults: list[tuple[Kind, str | None, Fault]] = []
         self._lock = threading.Lock()
-        self._server, self._thread = loopback_server(_make_handler(self))
+        self._server = LoopbackServer(_make_handler(self))
 
     @property
     def host(self) -> str:
         """``127.0.0.1:<port>``."""
-        host, port = self._server.server_address[:2]
-        return f"{host}:{port}"
+        return f"127.0.0.1:{self._server.port}"
 
     @property
     def base(self) -> str:
@@ -167,16 +165,6 @@ class RegistryServer:
             i = min(100, len(data) - 1)
             data = data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1:]
         return data
-
-    def __enter__(self) -> RegistryServer:
-        self._thread.start()
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
 
 def _error_body(code: str, message: str) -> bytes:

@@ -21,12 +21,12 @@ from slmctl.sources.transports import transport_for
 from slmctl.sources.url import UrlTransport
 from slmctl.testing.tiny_gguf import write_tiny_gguf
 from slmctl.testing.tiny_onnx import write_tiny_onnx_genai
-from tests.http_fixtures import loopback_server
+from tests.http_fixtures import LoopbackServer, ServedBy
 
 Route = tuple[int, dict[str, str], bytes]
 
 
-class RouteServer:
+class RouteServer(ServedBy):
     """Serves fixed responses by path on 127.0.0.1; records (method, path, headers) of every request."""
 
     def __init__(self) -> None:
@@ -35,21 +35,15 @@ class RouteServer:
         self.required_token: str | None = None
         self.head_allowed = True
         self._lock = threading.Lock()
-        self._server, thread = loopback_server(self._handler())
-        thread.start()
+        self._server = LoopbackServer(self._handler()).start()
 
     @property
     def base(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return self._server.base
 
     @property
     def hostport(self) -> str:
         return self.base.removeprefix("http://")
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
     def paths(self, method: str = "GET") -> list[str]:
         return [p for m, p, _ in self.requests if m == method]
