@@ -171,3 +171,14 @@ class PermissionDenied(SlmctlError):
 
 class InsecureFile(OperationFailed):
     """A file of secrets (the API keys) that other users could read or that another user owns: refused."""
+
+
+class InvalidConfig(UsageError):
+    """A serve setting (a ``--config`` file key, an ``SLMCTL_*`` variable, a flag) that is unknown or has a bad
+    value: the message names the key path (``deployment.optimization.max_context``) and the closest valid key."""
+
+    exit_code = ExitCode.INVALID_INPUT
+
+
+class StoreReadOnly(PermissionDenied):
+    """A change to a model store opened read-only (``slmctl serve --read-only-store``): refused, nothing written."""

@@ -34,6 +34,9 @@ class Settings:
     home: Path
     offline: bool = False
     debug: bool = False
+    #: ``SLMCTL_KEYS_FILE``: the API key file when it is not ``$SLMCTL_HOME/keys.json`` (a replica whose
+    #: store is a read-only shared volume keeps its keys elsewhere).
+    keys_file: Path | None = None
 
     @property
     def models_dir(self) -> Path:
@@ -58,10 +61,12 @@ class Settings:
         if home is None:
             raw = env.get("SLMCTL_HOME", "").strip()
             home = Path(raw).expanduser() if raw else default_home()
+        keys_file = env.get("SLMCTL_KEYS_FILE", "").strip()
         return cls(
             home=home.absolute(),
             offline=env_flag(env, "SLMCTL_OFFLINE"),
             debug=debug or env_flag(env, "SLMCTL_DEBUG"),
+            keys_file=Path(keys_file).expanduser().absolute() if keys_file else None,
         )
 
 
@@ -90,6 +95,13 @@ SERVE_ENV: dict[str, tuple[str, str | None]] = {
     "audit_log": ("SLMCTL_AUDIT_LOG", None),
     "audit_max_size": ("SLMCTL_AUDIT_MAX_SIZE", None),
     "log_prompts": ("SLMCTL_LOG_PROMPTS", None),
+    # deployment (slmctl.server.serve_settings, slmctl.server.deploy_config)
+    "read_only_store": ("SLMCTL_READ_ONLY_STORE", None),
+    "pull_missing": ("SLMCTL_PULL_MISSING", None),
+    "openai": ("SLMCTL_OPENAI", None),
+    "device": ("SLMCTL_DEVICE", None),
+    "num_ctx": ("SLMCTL_NUM_CTX", "OLLAMA_CONTEXT_LENGTH"),
+    "kv_cache_size": ("SLMCTL_KV_CACHE_SIZE", None),
 }
 DEFAULT_HOST = "127.0.0.1:11434"
 

@@ -284,13 +284,15 @@ class Launched:
     """``slmctl serve --host HOST:PORT ARGS`` started in the background; ready once ``/api/health``
     answers on loopback (over https with ``ca`` when given)."""
 
-    def __init__(self, home: Path, host: str, *args: str, ca: ssl.SSLContext | None = None) -> None:
+    def __init__(self, home: Path, host: str, *args: str, ca: ssl.SSLContext | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"{'https' if ca else 'http'}://127.0.0.1:{self.port}"
         self.log_path = home.parent / f"launched-{self.port}.log"
         with open(self.log_path, "wb") as out:
             self.proc = subprocess.Popen([sys.executable, "-m", "slmctl", "serve", "--host", f"{host}:{self.port}",
-                                          *args], env=clean_env(home), stdout=out, stderr=subprocess.STDOUT)
+                                          *args], env={**clean_env(home), **(env or {})}, stdout=out,
+                                         stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and self.proc.poll() is None:
             try:
@@ -357,6 +359,21 @@ def test_all_interfaces_with_keys_turn_auth_on(tmp_path: Path) -> None:
         assert server.stop() == 0
     assert "authentication is OFF" not in server.log()
     assert KeyStore(home).load()[0].last_used_at is not None  # written back when the server stopped
+
+
+def test_the_key_file_can_live_outside_the_home(tmp_path: Path) -> None:
+    """SLMCTL_KEYS_FILE: a replica whose store is a read-only volume reads its keys from elsewhere."""
+    home, keys = tmp_path / "home", tmp_path / "secret" / "keys.json"
+    env = {"SLMCTL_KEYS_FILE": str(keys)}
+    created = run_cli(home, "keys", "create", "ops", "--role", "admin", env=env)
+    assert created.code == 0 and keys.exists() and not (home / "keys.json").exists()
+    assert "ops" in run_cli(home, "keys", "list", env=env).stdout and "ops" not in run_cli(home, "keys", "list").stdout
+    server = Launched(home, "0.0.0.0", env=env)
+    try:
+        token = created.stdout.strip()
+        assert httpx.get(server.url + "/api/tags", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    finally:
+        assert server.stop() == 0
 
 
 def test_tls_with_the_official_clients_and_prompt_logging(serve_home: Path, tmp_path: Path,

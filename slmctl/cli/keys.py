@@ -35,7 +35,8 @@ keys_app = typer.Typer(
     "Roles: user may generate, chat, embed, list, show and ps; admin may also pull, create, copy, delete, "
     "upload blobs, load and unload models and read the audit log (GET /api/audit). Clients send the key as "
     "'Authorization: Bearer KEY' (OpenAI SDKs: api_key=KEY; ollama: Client(headers=...)) or 'x-api-key: KEY'; "
-    "'slmctl ps' and 'slmctl stop' send SLMCTL_API_KEY. Keys live hashed in $SLMCTL_HOME/keys.json (mode 0600).",
+    "'slmctl ps' and 'slmctl stop' send SLMCTL_API_KEY. Keys live hashed in $SLMCTL_HOME/keys.json (mode 0600), or in "
+    "the file SLMCTL_KEYS_FILE names.",
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode=None,
@@ -90,10 +91,10 @@ def create(
     json_output: bool = typer.Option(False, "--json", help="Print a JSON object with the key and its details."),
 ) -> None:
     from slmctl.cli.output import print_json
-    from slmctl.security.keys import KeyStore, Role
+    from slmctl.security.keys import Role
 
     lifetime = parse_expiry(expires)
-    entry, token = KeyStore(ctx.obj.settings.home).create(name, Role(role.value), lifetime)
+    entry, token = _key_store(ctx).create(name, Role(role.value), lifetime)
     _audit(ctx, "key_created", key=entry.name, role=entry.role.value,
            expires_at=entry.public()["expires_at"])
     if json_output:
@@ -114,9 +115,8 @@ def list_keys(
     show_all: bool = typer.Option(False, "--all", help="Include revoked keys."),
 ) -> None:
     from slmctl.cli.output import print_json, table
-    from slmctl.security.keys import KeyStore
 
-    keys = [k.public() for k in KeyStore(ctx.obj.settings.home).load() if show_all or k.revoked_at is None]
+    keys = [k.public() for k in _key_store(ctx).load() if show_all or k.revoked_at is None]
     if json_output:
         print_json(keys, ctx.obj.stdout)
         return
@@ -131,9 +131,13 @@ def revoke(
     ctx: typer.Context,
     name: str = typer.Argument(..., help="The key's name (see 'slmctl keys list').", show_default=False),
 ) -> None:
-    from slmctl.security.keys import KeyStore
-
-    entry = KeyStore(ctx.obj.settings.home).revoke(name)
+    entry = _key_store(ctx).revoke(name)
     _audit(ctx, "key_revoked", key=entry.name, role=entry.role.value)
     ctx.obj.stderr.write(f"revoked key '{entry.name}'\n")
 
+
+def _key_store(ctx: typer.Context) -> Any:
+    from slmctl.security.keys import KeyStore
+
+    settings = ctx.obj.settings
+    return KeyStore(settings.home, path=settings.keys_file)

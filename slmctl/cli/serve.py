@@ -9,6 +9,7 @@ from typing import Any, Optional
 import typer
 
 from slmctl.security.config import SECURITY_KEYS
+from slmctl.server.config import CORE_KEYS, DEPLOY_KEYS
 from slmctl.server.ops_config import OPS_KEYS
 
 COMMAND = {
@@ -30,14 +31,36 @@ COMMAND = {
     "SLMCTL_REQUEST_TIMEOUT, SLMCTL_LOG_FORMAT, SLMCTL_METRICS_AUTH. Metrics: GET /metrics and /api/metrics "
     "(Prometheus text format).\n\n"
     "API keys, TLS and the audit log: SLMCTL_AUTH, SLMCTL_TLS_CERT, SLMCTL_TLS_KEY, SLMCTL_AUDIT_LOG, "
-    "SLMCTL_AUDIT_MAX_SIZE, SLMCTL_LOG_PROMPTS. Auth is on unless the address is loopback: create keys with "
+    "SLMCTL_AUDIT_MAX_SIZE, SLMCTL_LOG_PROMPTS, SLMCTL_KEYS_FILE (the key file, default $SLMCTL_HOME/keys.json). "
+    "Auth is on unless the address is loopback: create keys with "
     "'slmctl keys create NAME --role user|admin'; clients send 'Authorization: Bearer KEY' or 'x-api-key: KEY'.\n\n"
     "Health: GET /api/health and /livez (200 while serving), /readyz (200 once --preload models are loaded).",
 }
 
-#: ``--config`` file keys (a JSON object) -> ServeConfig fields.
-CONFIG_KEYS = ("host", "keep_alive", "max_loaded", "parallel", "queue", "preload", "flash_attention", "grace",
-               "max_body") + OPS_KEYS + SECURITY_KEYS
+#: ``--config`` flat keys (ServeConfig fields); the seed's nested shapes map onto them (deploy_config).
+CONFIG_KEYS = CORE_KEYS + OPS_KEYS + SECURITY_KEYS + DEPLOY_KEYS
+_DEPLOY_HELP = (
+    "Deployment: --config FILE (JSON) takes the flat keys above and the seed's two shapes, "
+    "{\"deployment\": {model, hardware: {preferred, fallback}, optimization: {quantization, batch_size, "
+    "max_context}, api: {port, openai_compatible}}} and {\"performance\": {batch_processing, parallel_requests, "
+    "memory_optimization: {enable_kv_cache, max_cache_size}, hardware_scheduling: {enable_dynamic_batching, "
+    "max_batch_size}}}. They map to: model -> --preload + --pull-missing (quantization: dynamic = the catalog's "
+    "choice, or a quant such as q4_k_m = MODEL:q4_k_m); hardware -> --device PREFERRED,FALLBACK...; batch_size, "
+    "parallel_requests, max_batch_size -> --parallel (the smallest wins; batch_processing or "
+    "enable_dynamic_batching false -> 1); max_context -> --num-ctx; max_cache_size -> --kv-cache-size; "
+    "enable_kv_cache false is refused (decoding needs one); api.port -> the port; openai_compatible false -> "
+    "--no-openai. An unknown key or a bad value exits 4 naming the key path and the closest valid key. "
+    "Precedence: flags > environment > file > defaults; --print-config shows each value and where it came from. "
+    "Variables: SLMCTL_READ_ONLY_STORE, SLMCTL_PULL_MISSING, SLMCTL_OPENAI, SLMCTL_DEVICE, SLMCTL_NUM_CTX / "
+    "OLLAMA_CONTEXT_LENGTH, SLMCTL_KV_CACHE_SIZE.\n\n"
+    "Replicas sharing one store: --read-only-store never writes or locks the store (pull, create, copy, delete "
+    "and blob uploads answer 403; a --preload model missing from it stops start-up); a Job runs 'slmctl pull "
+    "MODEL' into the shared volume once.")
+COMMAND["epilog"] = COMMAND["epilog"].replace("  slmctl serve --host 0.0.0.0:11434 --tls-cert",
+                                              "  slmctl serve --config configs/production.json --print-config\n\n"
+                                              "  slmctl serve --host 0.0.0.0:11434 --read-only-store --config "
+                                              "/etc/slmctl/config.json\n\n  slmctl serve --host 0.0.0.0:11434 "
+                                              "--tls-cert") + "\n\n" + _DEPLOY_HELP
 
 
 def command(
@@ -56,7 +79,8 @@ def command(
                                         "503 with Retry-After [default: 512].", show_default=False),
     preload: list[str] = typer.Option([], "--preload", help="Load MODEL at start-up; repeatable."),
     config: Optional[Path] = typer.Option(None, "--config", help="A JSON file with any of: " + ", ".join(CONFIG_KEYS)
-                                          + " (flags and environment win).", show_default=False),
+                                          + ", and the seed's 'deployment' and 'performance' shapes (see below; "
+                                          "flags and environment win).", show_default=False),
     max_body: Optional[int] = typer.Option(None, "--max-body", min=1, help="Largest request body in bytes; larger "
                                            "ones get 413 (blob uploads excepted) [default: 64 MiB].",
                                            show_default=False),
@@ -101,8 +125,30 @@ def command(
                                                  "are kept [default: 10MB].", show_default=False),
     log_prompts: bool = typer.Option(False, "--log-prompts", help="Also audit every generation with its "
                                      "prompt and answer (sensitive: off by default)."),
+    read_only_store: Optional[bool] = typer.Option(None, "--read-only-store/--writable-store", help="Never write "
+                                                   "to or lock the model store (replicas on a shared volume): pull, "
+                                                   "create, copy, delete and blob uploads answer 403 [default: "
+                                                   "writable].", show_default=False),
+    pull_missing: Optional[bool] = typer.Option(None, "--pull-missing/--no-pull-missing", help="Pull the --preload "
+                                                "models the store lacks at start-up (a config file's "
+                                                "deployment.model turns it on) [default: off].", show_default=False),
+    openai: Optional[bool] = typer.Option(None, "--openai/--no-openai", help="Serve the OpenAI API under /v1 "
+                                          "[default: on].", show_default=False),
+    device: Optional[str] = typer.Option(None, "--device", metavar="DEVICE[,FALLBACK...]", help="Device "
+                                         "preference, first usable wins: npu, gpu, cpu or names (cuda, qnn...); an "
+                                         "unavailable one falls back, logged once [default: npu,gpu,cpu].",
+                                         show_default=False),
+    num_ctx: Optional[int] = typer.Option(None, "--num-ctx", min=0, help="The context models load with unless "
+                                          "their Modelfile or the request says otherwise; 0 = the model's own "
+                                          "[default: 4096].", show_default=False),
+    kv_cache_size: Optional[str] = typer.Option(None, "--kv-cache-size", metavar="SIZE", help="KV cache budget "
+                                                "per loaded model (4GB, 512MiB): a model's context is cut so "
+                                                "parallel x num_ctx tokens fit [default: no budget].",
+                                                show_default=False),
+    print_config: bool = typer.Option(False, "--print-config", help="Print the resolved settings and where each "
+                                      "came from (flag, env, file, default), then exit without serving."),
+    json_: bool = typer.Option(False, "--json", help="With --print-config: print JSON."),
 ) -> None:
-    from slmctl.server.app import serve
 
     flags = {"host": host, "keep_alive": keep_alive, "max_loaded": max_loaded, "parallel": parallel,
              "queue": queue, "preload": preload or None, "grace": grace, "max_body": max_body}
@@ -111,67 +157,27 @@ def command(
                   "metrics_auth": metrics_auth})
     flags.update({"auth": auth, "tls_cert": tls_cert, "tls_key": tls_key, "audit_log": audit_log,
                   "audit_max_size": audit_max_size, "log_prompts": log_prompts or None})
+    flags.update({"read_only_store": read_only_store, "pull_missing": pull_missing, "openai": openai,
+                  "device": device, "num_ctx": num_ctx, "kv_cache_size": kv_cache_size})
     settings = ctx.obj.settings
-    serve_config = resolve(flags, os.environ, config)
+    from slmctl.server.serve_settings import check_store, render, resolve_layers
+
+    serve_config, origin = resolve_layers(flags, os.environ, config)
+    if print_config:
+        typer.echo(render(serve_config, origin, json_))
+        return
+    check_store(serve_config, settings.models_dir)
     _configure_logging(settings.debug)
+    from slmctl.server.app import serve
+
     serve(serve_config, settings, os.environ, log_level="debug" if settings.debug else "info")
 
 
 def resolve(flags: dict[str, Any], env: Any, config_file: Path | None) -> Any:
-    """Flags > environment (``SLMCTL_*``, then ``OLLAMA_*``) > config file > defaults."""
-    from slmctl.errors import UsageError
-    from slmctl.server.config import ServeConfig
-    from slmctl.security.config import security_config
-    from slmctl.server.ops_config import parse as parse_ops
-    from slmctl.settings import SERVE_ENV, env_flag, serve_env, split_host
-    from slmctl.units import parse_duration
+    """Flags > environment (``SLMCTL_*``, then ``OLLAMA_*``) > config file > defaults (a ServeConfig)."""
+    from slmctl.server.serve_settings import resolve_layers
 
-    path = config_file or (Path(serve_env(env, "config")) if serve_env(env, "config") else None)
-    values: dict[str, Any] = _read_config(path) if path else {}
-    for key in CONFIG_KEYS:
-        raw = serve_env(env, key) if key in SERVE_ENV else None
-        if raw is not None:
-            values[key] = raw.split(",") if key == "preload" else raw
-        if flags.get(key) is not None:
-            values[key] = flags[key]
-    if "flash_attention" in values:
-        values["flash_attention"] = env_flag({"v": str(values["flash_attention"])}, "v")
-    try:
-        address, port = split_host(values.pop("host", None))
-        if "keep_alive" in values:
-            values["keep_alive"] = parse_duration(values["keep_alive"])
-        for key in ("max_loaded", "parallel", "queue", "max_body"):
-            if key in values:
-                values[key] = int(values[key])
-                if values[key] < (0 if key in ("queue", "max_loaded") else 1):
-                    raise ValueError(f"{key} must be at least {0 if key in ('queue', 'max_loaded') else 1}")
-        if values.get("max_loaded") == 0:
-            values.pop("max_loaded")
-        if "grace" in values:
-            values["grace"] = float(values["grace"])
-        values["preload"] = tuple(name.strip() for name in values.get("preload") or () if name.strip())
-        values.update(parse_ops(values))
-        values["security"] = security_config(values)
-    except ValueError as exc:
-        raise UsageError(f"invalid serve setting: {exc}", "see 'slmctl serve --help'") from None
-    return ServeConfig(host=address, port=port, **values)
-
-
-def _read_config(path: Path) -> dict[str, Any]:
-    import json
-
-    from slmctl.errors import UsageError
-
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot read --config {path}: {exc}") from None
-    if not isinstance(data, dict):
-        raise UsageError(f"--config {path} must hold a JSON object")
-    unknown = sorted(set(data) - set(CONFIG_KEYS))
-    if unknown:
-        raise UsageError(f"unknown key(s) in {path}: {', '.join(unknown)}", f"valid keys: {', '.join(CONFIG_KEYS)}")
-    return dict(data)
+    return resolve_layers(flags, env, config_file)[0]
 
 
 def _configure_logging(debug: bool) -> None:

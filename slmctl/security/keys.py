@@ -174,10 +174,11 @@ def check_private(path: Path) -> None:
 
 
 class KeyStore:
-    """The key file of one ``SLMCTL_HOME``: read, create, revoke, record last use."""
+    """The key file of one ``SLMCTL_HOME`` (or ``path``, ``SLMCTL_KEYS_FILE``): read, create, revoke, record
+    last use. Its lock file lies beside it."""
 
-    def __init__(self, home: Path) -> None:
-        self.path = Path(home) / KEYS_FILE
+    def __init__(self, home: Path, *, path: Path | None = None) -> None:
+        self.path = Path(path) if path is not None else Path(home) / KEYS_FILE
 
     def load(self) -> list[ApiKey]:
         """Every entry (revoked and expired ones included); none when there is no file yet."""

@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from slmctl import __version__
+from slmctl.devices import DEFAULT_PREFERENCE
 from slmctl.engine import Engine, LoadPlan, Scheduler, SchedulerSettings
 from slmctl.engine.runner import Runner
 from slmctl.server import access_log, edge, errors, health, metrics, ollama_models, ollama_routes, openai_routes
@@ -57,6 +58,8 @@ async def _preload(app: FastAPI) -> None:
     serving: Serving = app.state.serving
     for name in app.state.preload:
         try:
+            if serving.config.pull_missing:
+                await serving.run(_pull_missing, serving, name)
             target = await serving.run(serving.target, name, None, None)
             await serving.load(target)
             app.state.preloaded.add(name)
@@ -66,9 +69,19 @@ async def _preload(app: FastAPI) -> None:
             log.error("could not preload %s: %s", name, error)
 
 
+def _pull_missing(serving: Serving, name: str) -> None:
+    """Pull a ``--preload`` model the store lacks (``--pull-missing``, a config file's ``deployment.model``)."""
+    from slmctl.names import parse_model_ref
+    from slmctl.pull import ensure_model
+
+    if not serving.engine.store.exists(parse_model_ref(name)):
+        log.info("pulling %s (not in the store)", name)
+        ensure_model(serving.engine.store, serving.settings, name, env=serving.env)
+
+
 def create_app(config: ServeConfig, settings: Settings, env: Mapping[str, str], *,
                engine: Engine | None = None) -> FastAPI:
-    engine = engine or Engine(_store(settings))
+    engine = engine or Engine(_store(settings, config), preference=config.device or DEFAULT_PREFERENCE)
     loops: list[asyncio.AbstractEventLoop] = []  # the server's event loop, once it runs
 
     def runner_process(plan: LoadPlan) -> Runner:
@@ -87,8 +100,8 @@ def create_app(config: ServeConfig, settings: Settings, env: Mapping[str, str], 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loops.append(asyncio.get_running_loop())
-        log.info("slmctl %s serving on %s:%d (store: %s)", __version__, config.host, config.port,
-                 settings.models_dir)
+        log.info("slmctl %s serving on %s:%d (store: %s%s)", __version__, config.host, config.port,
+                 settings.models_dir, ", read-only" if config.read_only_store else "")
         preload = asyncio.create_task(_preload(app))
         try:
             yield
@@ -109,13 +122,18 @@ def create_app(config: ServeConfig, settings: Settings, env: Mapping[str, str], 
     app.state.metrics = meter
     meter.attach(serving, app.state)
     errors.install(app)
-    for router in (health.router, ollama_routes.router, ollama_models.router, openai_routes.router,
-                   metrics.router):
+    for router in (health.router, ollama_routes.router, ollama_models.router, metrics.router):
         app.include_router(router)
+    if config.openai:  # else /v1 answers 404 (a config file's deployment.api.openai_compatible: false)
+        app.include_router(openai_routes.router)
     edge.install_innermost(app)  # the route template, for the access log and the metrics
     app.add_middleware(errors.AssumeJson)
     app.add_middleware(errors.AssumeJson, prefix="/v1/", exempt=())
     app.add_middleware(errors.BodyLimit, limit=config.max_body, exempt=("/api/blobs/",))
+    if config.read_only_store:
+        from slmctl.server.store_guard import ReadOnlyStore
+
+        app.add_middleware(ReadOnlyStore)  # 403 for pull, create, copy, delete, blobs (inside auth: 401 first)
     edge.install_inner(app, config)  # rate limit, request timeout: API-key auth goes outside them (after this)
     security.install(app, config, settings)  # API keys and roles, the audit log (and GET /api/audit)
     app.add_middleware(Draining, state=app.state)
@@ -123,10 +141,10 @@ def create_app(config: ServeConfig, settings: Settings, env: Mapping[str, str], 
     return app
 
 
-def _store(settings: Settings) -> Any:
+def _store(settings: Settings, config: ServeConfig) -> Any:
     from slmctl.store import ModelStore
 
-    return ModelStore(settings.models_dir)
+    return ModelStore(settings.models_dir, read_only=config.read_only_store)
 
 
 def serve(config: ServeConfig, settings: Settings, env: Mapping[str, str], *, log_level: str = "info") -> None:

@@ -1,4 +1,5 @@
-"""The settings one ``slmctl serve`` runs with, resolved once (flags > environment > defaults)."""
+"""The settings one ``slmctl serve`` runs with, resolved once (flags > environment > config file > defaults;
+see :mod:`slmctl.server.serve_settings`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,12 @@ from dataclasses import dataclass, field
 
 from slmctl.security.config import SecurityConfig
 
+
+#: The flat ``--config`` keys of the core and deployment settings (the ops and security ones are
+#: ``slmctl.server.ops_config.OPS_KEYS`` and ``slmctl.security.config.SECURITY_KEYS``).
+CORE_KEYS = ("host", "keep_alive", "max_loaded", "parallel", "queue", "preload", "flash_attention", "grace",
+             "max_body")
+DEPLOY_KEYS = ("read_only_store", "pull_missing", "openai", "device", "num_ctx", "kv_cache_size")
 
 #: ``--parallel`` when it is not set: slots per model on a CPU and on a GPU.
 AUTO_PARALLEL_CPU, AUTO_PARALLEL_GPU = 4, 8
@@ -45,6 +52,22 @@ class ServeConfig:
     metrics_auth: bool = False
     #: API keys, TLS, the audit log (parsed by slmctl.security.config).
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    # -- deployment (a --config file's "deployment"/"performance" shapes map here, see deploy_config) --
+    #: Never write to or lock the model store: pull, create, copy, delete and blob uploads answer 403, and
+    #: loading a model only reads (replicas sharing one volume that a pull Job fills).
+    read_only_store: bool = False
+    #: Pull the ``preload`` models the store lacks before loading them (needs a writable store).
+    pull_missing: bool = False
+    #: Serve the OpenAI API under /v1 (off: /v1 answers 404).
+    openai: bool = True
+    #: Device preference, the first usable wins: classes (npu, gpu, cpu) or names (cuda, qnn, ...); empty: npu,
+    #: gpu, cpu. A preferred device that is unavailable falls back to the next (logged once per model format).
+    device: tuple[str, ...] = ()
+    #: The context (num_ctx) models load with unless their Modelfile or the request says otherwise (None: 4096).
+    num_ctx: int | None = None
+    #: KV cache budget in bytes per loaded model: a load's context is cut so that slots x num_ctx tokens of KV
+    #: cache fit (None: no budget).
+    kv_cache_size: int | None = None
     #: Load each model in its own runner process (off only for tests of the in-process path).
     isolate: bool = True
     extra: dict[str, str] = field(default_factory=dict)

@@ -58,7 +58,7 @@ def install(app: Any, config: Any, settings: Any) -> None:
     audit = AuditLog.at(security.audit_log, settings.home, security.audit_max_size)
     ring: KeyRing | None = None
     if security.auth_on(config.host):
-        ring = KeyRing(KeyStore(settings.home))
+        ring = KeyRing(KeyStore(settings.home, path=settings.keys_file))
         ring.refresh(strict=True)
         if not ring.active():
             where = "with --auth" if is_loopback(config.host) else f"on {config.host}"

@@ -26,6 +26,7 @@ from slmctl.names import parse_model_ref
 from slmctl.options import ALL_KEYS, ALIASES, LoadOptions, SamplingOptions, build_options
 from slmctl.server.config import ServeConfig
 from slmctl.server.limits import cap_options
+from slmctl.server.load_policy import LoadPolicy
 from slmctl.server.streaming import Relay
 from slmctl.settings import Settings
 from slmctl.store import Manifest
@@ -62,6 +63,8 @@ class Serving:
         self.settings = settings
         self.env = env
         self._pool = ThreadPoolExecutor(max_workers=64, thread_name_prefix="serve")
+        #: The KV cache budget and the device fallback notice (deployment settings).
+        self.load_policy = LoadPolicy(config)
         #: Called on the event loop with (model name, stats) when a generation ends (the metrics' hook).
         self.on_generation: list[Callable[[str, Stats], None]] = []
 
@@ -89,7 +92,9 @@ class Serving:
         try:
             return self.engine.store.get(parse_model_ref(name))
         except ModelNotFound:
-            raise ModelNotFound(f"model '{name}' not found", "pull it first: POST /api/pull") from None
+            hint = (f"pull it into the shared store first (the pull Job: 'slmctl pull {name}')"
+                    if getattr(self.engine.store, "read_only", False) else "pull it first: POST /api/pull")
+            raise ModelNotFound(f"model '{name}' not found", hint) from None
 
     @staticmethod
     def keep_alive(value: Any) -> float | None | Default:
@@ -112,6 +117,8 @@ class Serving:
                 continue
             known[name] = [value] if name == "stop" and isinstance(value, str) else value
         base: dict[str, Any] = {"flash_attn": True} if self.config.flash_attention else {}
+        if self.config.num_ctx is not None:  # --num-ctx, a config file's max_context: under PARAMETER and request
+            base["num_ctx"] = self.config.num_ctx
         return cap_options(build_options(base, defaults.params, known), known, self.config)
 
     def target(self, name: str, api_options: Mapping[str, Any] | None, keep_alive: Any, *,
@@ -119,7 +126,7 @@ class Serving:
         manifest = self.manifest(name)
         defaults = self.engine.defaults(manifest)
         load, sampling = self.options(defaults, api_options)
-        plan = self.engine.plan(manifest, load, embedding=embedding)
+        plan = self.load_policy.apply(self.engine.plan(manifest, load, embedding=embedding))
         return Target(manifest, defaults, plan, sampling, self.keep_alive(keep_alive))
 
     @staticmethod

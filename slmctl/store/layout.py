@@ -14,6 +14,10 @@ Layout under ``root`` (``$SLMCTL_HOME/models``)::
 lock, reading one manifest (:meth:`StoreLayout.get`), scanning ``manifests/`` (never ``blobs/``) into
 manifests plus the files that failed to parse, and checking that a manifest's blobs are there with
 their sizes. Directories are created lazily by the writers.
+
+A store opened with ``read_only=True`` (``slmctl serve --read-only-store``: replicas sharing a volume a pull
+Job fills) never takes the lock and refuses every change (:meth:`StoreLayout.check_writable`,
+:class:`~slmctl.errors.StoreReadOnly`); reading takes no lock anyway.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 from pydantic import ValidationError
 
-from slmctl.errors import IntegrityError, ModelNotFound, OperationFailed, UsageError
+from slmctl.errors import IntegrityError, ModelNotFound, OperationFailed, StoreReadOnly, UsageError
 from slmctl.names import ModelRef, parse_model_ref
 from slmctl.store.blobs import DIGEST_IN_TEXT_RE, blob_name, digest_from_blob_name, digest_hex
 from slmctl.store.manifest import Manifest
@@ -86,8 +90,10 @@ def not_found(ref: ModelRef) -> ModelNotFound:
 class StoreLayout:
     """Paths, lock and manifest reading for a store rooted at ``root``."""
 
-    def __init__(self, root: Path, *, lock_timeout: float = 600) -> None:
+    def __init__(self, root: Path, *, lock_timeout: float = 600, read_only: bool = False) -> None:
         self.root = Path(root)
+        #: Refuse every change and never lock (see the module docstring).
+        self.read_only = read_only
         self.blobs_dir = self.root / "blobs"
         self.manifests_dir = self.root / "manifests"
         self.tmp_dir = self.root / "tmp"
@@ -137,6 +143,7 @@ class StoreLayout:
     @contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the store lock (re-entrant within a process); a timeout raises ``OperationFailed``."""
+        self.check_writable()
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             self._lock.acquire(timeout=self.lock_timeout)
@@ -151,6 +158,12 @@ class StoreLayout:
             yield
         finally:
             self._lock.release()
+
+    def check_writable(self, what: str = "change it") -> None:
+        """Raise :class:`StoreReadOnly` when the store was opened read-only."""
+        if self.read_only:
+            raise StoreReadOnly(f"the model store {self.root} is read-only on this server: cannot {what}",
+                                "pull, create, copy and delete models where the store is writable (the pull Job)")
 
     def blob_path(self, digest: str) -> Path:
         """Where the blob ``digest`` lives (whether or not it exists)."""

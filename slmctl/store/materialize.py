@@ -4,12 +4,15 @@ A single-file GGUF model is opened where its blob lies. An ONNX folder, or a GGU
 files (llama.cpp finds the other parts by name next to the first), becomes a folder of links to the
 blobs, ``materialized/<manifest digest hex[:16]>/``, built in ``tmp/`` and renamed into place under the
 store lock. Folders are shared by models of the same content and dropped by GC or when a blob they
-link to is replaced (a hard-linked or copied folder would still hold the old bytes).
+link to is replaced (a hard-linked or copied folder would still hold the old bytes). A read-only store
+uses a complete folder already in ``materialized/`` as it is, and otherwise builds one outside the store
+(:func:`private_root`, per user), without the lock: the store is never written.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -42,6 +45,8 @@ class Materializer(StoreLayout):
         target = self.materialized_path(manifest)
         if _is_materialized(target, manifest):
             return target
+        if self.read_only:
+            return self._materialize_privately(manifest)
         with self.locked():
             if self.get(manifest.ref).digest() != manifest.digest():
                 raise OperationFailed(
@@ -64,11 +69,35 @@ class Materializer(StoreLayout):
                 ) from exc
         return target
 
+    def _materialize_privately(self, manifest: Manifest) -> Path:
+        """The folder of links of a read-only store's model, outside the store (nothing locked, nothing written)."""
+        root = private_root()
+        target = root / self.materialized_path(manifest).name
+        if _is_materialized(target, manifest):
+            return target
+        try:
+            self.check_blob_sizes(manifest, {})
+        except IntegrityError:
+            raise damaged_model(manifest) from None
+        fsutil.delete_tree(target)
+        entries = [(entry.path, self.blob_path(entry.digest)) for entry in manifest.files]
+        try:
+            fsutil.build_link_tree(target, entries, root, prefix=f"{MATERIALIZE_PREFIX}{os.getpid()}-")
+        except OSError as exc:
+            raise OperationFailed(f"cannot prepare the model folder of '{manifest.ref}' in {root}: "
+                                  f"{os_reason(exc)}") from exc
+        return target
+
     def drop_materialized(self, manifests: Iterable[Manifest], digests: set[str]) -> None:
         """Delete the folders of the ``manifests`` that link to one of ``digests`` (lock held); rebuilt on use."""
         for manifest in manifests:
             if manifest.blob_digests() & digests:
                 fsutil.delete_tree(self.materialized_path(manifest))
+
+
+def private_root() -> Path:
+    """Where a read-only store's model folders are built: ``$TMPDIR/slmctl-materialized-<uid>``."""
+    return Path(tempfile.gettempdir()) / f"slmctl-materialized-{os.getuid() if hasattr(os, 'getuid') else 0}"
 
 
 def _is_materialized(target: Path, manifest: Manifest) -> bool:

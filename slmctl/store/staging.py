@@ -24,6 +24,7 @@ class Staging(StoreLayout):
 
     def open_staging(self) -> HashingWriter:
         """A writer that streams into a new staging file in ``tmp/`` (for downloads and the like)."""
+        self.check_writable("add files to it")
         return HashingWriter(self.tmp_dir)
 
     def stage_file(self, src: Path) -> StagedBlob:
@@ -39,6 +40,7 @@ class Staging(StoreLayout):
 
     def staging_path(self, suffix: str = "") -> Path:
         """A fresh path in ``tmp/`` for a tool that writes a file itself (see :meth:`stage_written`)."""
+        self.check_writable("add files to it")
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         return self.tmp_dir / f"{STAGE_PREFIX}{os.getpid()}-{uuid.uuid4().hex}{suffix}"
 
