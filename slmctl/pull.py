@@ -4,8 +4,8 @@ A name is a catalog alias (the variant for this machine is chosen from the usabl
 ``quant`` and ``device`` narrow it) or a source reference (``hf.co/...``, ``hf://...``, ``ollama://...``,
 ``https://...``). Every file is downloaded to a stable path in the store's ``tmp/`` (so a killed pull
 resumes), verified, validated as a model, and committed as one manifest. A lock per model name makes
-two pulls of one model share the work. Events (:mod:`slmctl.events`) look like Ollama's ``/api/pull``
-stream.
+two pulls of one model share the work. It emits typed events (:mod:`slmctl.events`), whose wire form is
+Ollama's ``/api/pull`` stream; drawing them is the caller's business.
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from slmctl.errors import InvalidModelFile, ModelNotFound, NetworkError, UsageError
-from slmctl.events import Event, OnEvent
+from slmctl.events import FileProgress, OnEvent, Resolved, Status
 from slmctl.names import ModelRef, parse_model_ref
 from slmctl.settings import Settings
 from slmctl.sources.refs import HfPathRef, HfRepoRef, OllamaRef, SourceRef, parse_source
@@ -125,7 +125,7 @@ def pull(store: ModelStore, settings: Settings, name: str, *, env: Mapping[str, 
     sweep_stale_locks(store.tmp_dir, f"{PULL_PREFIX}*.lock")  # left by pulls that were killed
     key = hashlib.sha256(str(p.ref).encode()).hexdigest()[:24]
     with job_lock(store.tmp_dir / f"{PULL_PREFIX}model-{key}.lock",
-                  on_wait=lambda: emit({"status": f"waiting for another pull of {p.ref}"})):
+                  on_wait=lambda: emit(Status(f"waiting for another pull of {p.ref}"))):
         return _pull_locked(store, p, env=env, client_factory=client_factory, insecure=insecure, emit=emit)
 
 
@@ -133,7 +133,7 @@ def _pull_locked(store: ModelStore, p: Plan, *, env: Mapping[str, str], client_f
                  emit: OnEvent) -> Manifest:
     from slmctl.sources.transports import transport_for
 
-    emit({"status": "pulling manifest"})
+    emit(Status("pulling manifest"))
     transport = transport_for(p.source, env=env, client_factory=client_factory, insecure=insecure,
                               revision=p.revision)
     remote = transport.resolve(p.source, quant=p.quant)
@@ -147,27 +147,27 @@ def _pull_locked(store: ModelStore, p: Plan, *, env: Mapping[str, str], client_f
         raise ModelNotFound(f"no model files found at {remote.source}", hint="check the model name or path")
     variant = p.variant or {"format": remote.format, "quant": p.quant, "source": remote.source,
                             "size": remote.total_size}
-    emit({"status": "resolved", "name": str(p.ref), "source": remote.source, "variant": variant})
+    emit(Resolved(str(p.ref), remote.source, variant))
     if p.variant is not None and isinstance(p.source, (HfPathRef, HfRepoRef)) and not p.revision:
-        emit({"status": "warning: the catalog pins no revision for this variant: pulling what 'main' holds today"})
+        emit(Status("warning: the catalog pins no revision for this variant: pulling what 'main' holds today"))
     for note in remote.notes:
-        emit({"status": f"warning: {note}"})
+        emit(Status(f"warning: {note}"))
     staged: list[StagedBlob] = []
     try:
         files = [fetch_file(store, remote, f, client_factory, emit, staged) for f in remote.files]
-        emit({"status": "verifying sha256 digest"})
+        emit(Status("verifying sha256 digest"))
         details = _validate(store, remote.format, files, staged)
         layers = stage_layers(store, remote.layers, staged)
         manifest = Manifest(name=p.ref.name, tag=p.ref.tag, format=remote.format, files=files, layers=layers,
                             source=SourceInfo(type=remote.source_type, ref=remote.source, revision=remote.revision),
                             details=details)
-        emit({"status": "writing manifest"})
-        manifest = store.commit(manifest, staged, on_notice=lambda text: emit({"status": f"warning: {text}"}))
+        emit(Status("writing manifest"))
+        manifest = store.commit(manifest, staged, on_notice=lambda text: emit(Status(f"warning: {text}")))
     except BaseException:
         for blob in staged:
             blob.discard()
         raise
-    emit({"status": "success"})
+    emit(Status("success"))
     return manifest
 
 
@@ -185,8 +185,7 @@ def fetch_file(store: ModelStore, remote: Any, file: Any, client_factory: Any, e
     status = f"pulling {short}"
     if file.sha256 and file.size is not None:
         if check_blob(store, file.sha256, file.size) == "ok":  # already stored and intact: nothing to download
-            emit({"status": status, "digest": file.sha256, "file": file.path, "total": file.size,
-                  "completed": file.size})
+            emit(FileProgress(status, file.path, file.size, file.size, file.sha256))
             return FileEntry(path=file.path, digest=file.sha256, size=file.size)
     key = (file.sha256 or "").split(":", 1)[-1] or hashlib.sha256(file.url.encode()).hexdigest()
     dest = store.tmp_dir / f"{PULL_PREFIX}{key}"
@@ -196,10 +195,9 @@ def fetch_file(store: ModelStore, remote: Any, file: Any, client_factory: Any, e
         now = time.monotonic()
         if now - last[0] >= PROGRESS_EVERY_S or (total is not None and completed >= total):
             last[0] = now
-            emit({"status": status, "digest": file.sha256, "file": file.path, "total": total or file.size,
-                  "completed": completed})
+            emit(FileProgress(status, file.path, completed, total or file.size, file.sha256))
 
-    emit({"status": status, "digest": file.sha256, "file": file.path, "total": file.size, "completed": 0})
+    emit(FileProgress(status, file.path, 0, file.size, file.sha256))
     try:
         digest = download(client_factory, DownloadTarget(file.url, file.size, file.sha256, remote.auth_hint), dest,
                           headers=dict(remote.headers), on_progress=progress)
@@ -211,7 +209,7 @@ def fetch_file(store: ModelStore, remote: Any, file: Any, client_factory: Any, e
     os.replace(dest, target)
     size = target.stat().st_size
     staged.append(StagedBlob(digest, size, target))  # the downloader hashed and verified it
-    emit({"status": status, "digest": digest, "file": file.path, "total": size, "completed": size})
+    emit(FileProgress(status, file.path, size, size, digest))
     return FileEntry(path=file.path, digest=digest, size=size)
 
 
@@ -279,35 +277,4 @@ def ensure_model(store: ModelStore, settings: Settings, name: str, *, env: Mappi
                 on_event=on_event)
 
 
-def plain_progress(write: Callable[[str], None], every_s: float = 2.0) -> OnEvent:
-    """An event handler printing plain lines: statuses, and each file's progress at most every ``every_s``."""
-    from slmctl.units import human_size
-
-    state: dict[str, Any] = {"at": 0.0, "status": None, "done": set()}
-
-    def handle(event: Event) -> None:
-        status = event.get("status", "")
-        if status == "resolved":
-            variant = event.get("variant") or {}
-            what = " ".join(str(variant[k]) for k in ("format", "quant") if variant.get(k))
-            write(f"resolved {event.get('name')}: {event.get('source')}" + (f" ({what})" if what else "") + "\n")
-            return
-        if "completed" not in event:
-            write(f"{status}\n")
-            return
-        now, total, done = time.monotonic(), event.get("total"), event.get("completed") or 0
-        finished = total is not None and done >= total
-        if status in state["done"]:
-            return
-        if finished or status != state["status"] or now - state["at"] >= every_s:
-            state["at"], state["status"] = now, status
-            if finished:
-                state["done"].add(status)
-            size = f"{human_size(done)}/{human_size(total)}" if total else human_size(done)
-            percent = f" {100 * done // total}%" if total else ""
-            write(f"{status} ({event.get('file')}): {size}{percent}\n")
-
-    return handle
-
-
-__all__ = ["Event", "OnEvent", "Plan", "ensure_model", "local_name", "plain_progress", "plan", "pull"]
+__all__ = ["Plan", "ensure_model", "local_name", "plan", "pull"]

@@ -156,9 +156,9 @@ def test_pull_progress_renders_quiet_plain_and_terminal() -> None:
         def isatty(self) -> bool:
             return True
 
-    events = [{"status": "pulling manifest"},
-              {"status": "pulling abc", "file": "m.gguf", "total": 10, "completed": 10},
-              {"status": "success"}]
+    from slmctl.events import FileProgress, Status
+
+    events = [Status("pulling manifest"), FileProgress("pulling abc", "m.gguf", 10, 10), Status("success")]
     with pull_progress(io.StringIO(), quiet=True) as quiet:
         assert quiet is None
     plain = io.StringIO()
@@ -174,5 +174,5 @@ def test_pull_progress_renders_quiet_plain_and_terminal() -> None:
         assert not bars.live  # nothing is drawn before the first event
         for event in events:
             handler(event)
-            assert bars.live == (event["status"] != "success")
+            assert bars.live == (event.status != "success")
     assert "pulling manifest" in terminal.getvalue() and "success" in terminal.getvalue()

@@ -182,17 +182,34 @@ def test_cleanup_tmp_keeps_recent_partial_pulls(tmp_path: Path) -> None:
     assert [p.name for p in store.tmp_dir.iterdir()] == ["pull-abc.partial"]
 
 
+def test_events_have_ollamas_wire_shape() -> None:
+    from slmctl.events import FileProgress, Resolved, Status, wire_handler
+
+    lines: list[dict] = []
+    handle = wire_handler(lines.append)
+    for event in (Status("pulling manifest"), Resolved("tiny:test", "hf://t/r", {"quant": "Q4_K_M"}),
+                  FileProgress("pulling 0123", "m.gguf", 5, None, "sha256:0123"), Status("success")):
+        handle(event)
+    assert lines == [{"status": "pulling manifest"},
+                     {"status": "resolved", "name": "tiny:test", "source": "hf://t/r", "variant": {"quant": "Q4_K_M"}},
+                     {"status": "pulling 0123", "digest": "sha256:0123", "file": "m.gguf", "total": None,
+                      "completed": 5},
+                     {"status": "success"}]
+    assert Status("warning: x").is_warning and not Status("success").is_warning
+    assert FileProgress("p", "f", 3, 3).finished and not FileProgress("p", "f", 3, None).finished
+
+
 def test_terminal_progress_renders_events() -> None:
     import io
 
     from slmctl.cli.progress import RichProgress
+    from slmctl.events import FileProgress, Resolved, Status
 
     stream = io.StringIO()
     with RichProgress(stream) as bars:
-        for event in ({"status": "pulling manifest"}, {"status": "resolved", "source": "x", "variant": {}},
-                      {"status": "pulling abc", "digest": "sha256:abc", "total": 10, "completed": 0},
-                      {"status": "pulling abc", "digest": "sha256:abc", "total": 10, "completed": 10},
-                      {"status": "success"}):
+        for event in (Status("pulling manifest"), Resolved("x:latest", "x", {}),
+                      FileProgress("pulling abc", "m.gguf", 0, 10, "sha256:abc"),
+                      FileProgress("pulling abc", "m.gguf", 10, 10, "sha256:abc"), Status("success")):
             bars.handle(event)
     assert "pulling manifest" in stream.getvalue() and "success" in stream.getvalue()
 

@@ -2,19 +2,19 @@
 
 On a terminal each file gets a rich progress bar (bytes, speed, ETA); elsewhere (pipes, CI logs) the
 events become plain lines; with ``--quiet`` nothing is printed. The pull service only emits events
-(:data:`slmctl.pull.OnEvent`); drawing them is the CLI's business and happens here.
+(typed: :mod:`slmctl.events`); drawing them is the CLI's business and happens here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import IO, Any
 
-from slmctl.events import Event, OnEvent
-from slmctl.pull import plain_progress
+from slmctl.events import Event, FileProgress, OnEvent, Resolved
 
-__all__ = ["RichProgress", "plain_lines", "pull_progress"]
+__all__ = ["RichProgress", "plain_lines", "plain_progress", "pull_progress"]
 
 
 def _isatty(stream: IO[str]) -> bool:
@@ -64,20 +64,48 @@ class RichProgress:
             self.live = False
 
     def handle(self, event: Event) -> None:
-        status = event.get("status", "")
         if not self.live:
             self.progress.start()
             self.live = True
-        if "completed" not in event:
-            if status != "resolved":
-                self.progress.console.print(status)
-            if status == "success":
+        if isinstance(event, FileProgress):
+            task = self.tasks.get(event.status)
+            if task is None:
+                task = self.tasks[event.status] = self.progress.add_task(event.status, total=event.total)
+            self.progress.update(task, completed=event.completed, total=event.total)
+        elif not isinstance(event, Resolved):
+            self.progress.console.print(event.status)
+            if event.is_success:
                 self._stop()
+
+
+def plain_progress(write: Callable[[str], None], every_s: float = 2.0) -> OnEvent:
+    """An event handler printing plain lines: statuses, and each file's progress at most every ``every_s``
+    seconds (and once when it is complete)."""
+    from slmctl.units import human_size
+
+    last_at, last_status, done = [0.0], [""], set()
+
+    def handle(event: Event) -> None:
+        if isinstance(event, Resolved):
+            what = " ".join(str(event.variant[k]) for k in ("format", "quant") if event.variant.get(k))
+            write(f"resolved {event.name}: {event.source}" + (f" ({what})" if what else "") + "\n")
             return
-        task = self.tasks.get(status)
-        if task is None:
-            task = self.tasks[status] = self.progress.add_task(status, total=event.get("total"))
-        self.progress.update(task, completed=event.get("completed") or 0, total=event.get("total"))
+        if not isinstance(event, FileProgress):
+            write(f"{event.status}\n")
+            return
+        if event.status in done:
+            return
+        now = time.monotonic()
+        if event.finished or event.status != last_status[0] or now - last_at[0] >= every_s:
+            last_at[0], last_status[0] = now, event.status
+            if event.finished:
+                done.add(event.status)
+            total = event.total
+            size = f"{human_size(event.completed)}/{human_size(total)}" if total else human_size(event.completed)
+            percent = f" {100 * event.completed // total}%" if total else ""
+            write(f"{event.status} ({event.file}): {size}{percent}\n")
+
+    return handle
 
 
 @contextmanager

@@ -50,9 +50,12 @@ def command(
             app.stdout.write(json.dumps(event, ensure_ascii=False) + "\n")
             app.stdout.flush()
 
+        from slmctl.events import wire_handler
+
         try:
             pull(app.store(), app.settings, name, env=os.environ, format=format_, quant=quant, device=device,
-                 insecure=insecure, on_event=print_event, sha256=_expected_digest(name, sha256, insecure))
+                 insecure=insecure, on_event=wire_handler(print_event),
+                 sha256=_expected_digest(name, sha256, insecure))
         except BaseException as error:  # the stream ends with an error event, then the usual error and exit code
             print_event({"status": "error", "error": _error_text(error)})
             raise

@@ -22,6 +22,7 @@ from fastapi import APIRouter, Request, Response
 
 from slmctl import __version__
 from slmctl.errors import SlmctlError, UsageError
+from slmctl.events import wire_handler
 from slmctl.names import parse_model_ref
 from slmctl.server.ollama_routes import serving_of
 from slmctl.server.serving import Serving
@@ -142,8 +143,8 @@ async def pull(body: wire.PullBody, http: Request) -> Any:
     serving = serving_of(http)
 
     def work(emit: Callable[[dict[str, Any]], None]) -> None:
-        pull_model(serving.engine.store, serving.settings, body.model, env=serving.env, on_event=emit,
-                   insecure=body.insecure)
+        pull_model(serving.engine.store, serving.settings, body.model, env=serving.env,
+                   on_event=wire_handler(emit), insecure=body.insecure)
 
     return await progress_response(serving, body.stream, work)
 
@@ -233,7 +234,7 @@ async def create(body: wire.CreateBody, http: Request) -> Any:
             (folder / "Modelfile").write_text(modelfile_for(body, folder, serving), encoding="utf-8")
             create_model(serving.engine, body.model, folder / "Modelfile", quantize=body.quantize,
                          progress=lambda message: emit(wire.status_event(message)),
-                         pull=BasePull(serving.settings, serving.env, emit, False))
+                         pull=BasePull(serving.settings, serving.env, wire_handler(emit), False))
         emit(wire.status_event("success"))
 
     return await progress_response(serving, body.stream, work)
