@@ -16,8 +16,29 @@ from slmctl.errors import DeviceUnavailable, SlmctlError, UsageError
 
 DEVICE_CLASSES: tuple[str, ...] = ("npu", "gpu", "cpu")
 DEFAULT_PREFERENCE: tuple[str, ...] = ("npu", "gpu", "cpu")  # Foundry Local's order
-ONNX_PROVIDERS: dict[str, str] = {"qnn": "npu", "openvino": "npu", "cuda": "gpu", "dml": "gpu", "webgpu": "gpu",
-                                  "cpu": "cpu"}  # execution provider -> device class
+
+
+@dataclass(frozen=True)
+class OnnxProvider:
+    """One ONNX execution provider under its three names: ours (the table's key), ONNX Runtime's, and
+    onnxruntime-genai's (for ``Config.append_provider``; the CPU is what is left with none appended)."""
+
+    device_class: str
+    runtime_name: str
+    genai_name: str
+
+
+#: The one table of ONNX execution providers.
+ONNX_PROVIDER_NAMES: dict[str, OnnxProvider] = {
+    "qnn": OnnxProvider("npu", "QNNExecutionProvider", "QNN"),
+    "openvino": OnnxProvider("npu", "OpenVINOExecutionProvider", "OpenVINO"),
+    "cuda": OnnxProvider("gpu", "CUDAExecutionProvider", "cuda"),
+    "dml": OnnxProvider("gpu", "DmlExecutionProvider", "dml"),
+    "webgpu": OnnxProvider("gpu", "WebGpuExecutionProvider", "WebGPU"),
+    "cpu": OnnxProvider("cpu", "CPUExecutionProvider", "cpu"),
+}
+#: Execution provider -> device class (the vocabulary of ``--device`` for ONNX models).
+ONNX_PROVIDERS: dict[str, str] = {name: p.device_class for name, p in ONNX_PROVIDER_NAMES.items()}
 GGUF_DEVICES: dict[str, str] = {"cuda": "gpu", "metal": "gpu", "vulkan": "gpu", "rocm": "gpu", "cpu": "cpu"}
 #: Within a class, the first usable name of this list wins.
 PRIORITY: tuple[str, ...] = ("qnn", "openvino", "cuda", "rocm", "metal", "dml", "vulkan", "webgpu", "cpu")

@@ -174,3 +174,18 @@ def test_pull_json_ends_a_failure_with_an_error_event(home: Path, name: str, env
     last = json.loads(result.stdout.strip().splitlines()[-1])
     assert last["status"] == "error" and last["error"]
     assert result.stderr.startswith(f"error: {last['error']}\n")
+
+
+def test_a_runtime_that_cannot_be_imported_is_exit_7_on_both_backends(home: Path, tmp_path: Path, tiny_gguf: Path,
+                                                                      tiny_onnx: Path) -> None:
+    """A broken install of either runtime: the same error class and exit code (7, unavailable)."""
+    fake = tmp_path / "broken"
+    for package in ("llama_cpp", "onnxruntime_genai"):
+        (fake / package).mkdir(parents=True)
+        (fake / package / "__init__.py").write_text('raise ImportError("broken install")\n')
+    assert run_cli(home, "import", str(tiny_gguf), "--name", "g").code == 0
+    assert run_cli(home, "import", str(tiny_onnx), "--name", "o").code == 0
+    for model in ("g", "o"):
+        result = run_cli(home, "run", model, "hi", "--max-tokens", "2", env={"PYTHONPATH": str(fake)})
+        assert result.code == 7, (model, result.stderr)
+        assert result.stderr.startswith("error: ") and "hint: " in result.stderr

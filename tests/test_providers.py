@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from slmctl.backends import probe_worker, providers
+from slmctl.devices import ONNX_PROVIDER_NAMES
 from slmctl.backends.providers import (
     NOT_INSTALLED,
     PROBE_MODEL,
@@ -45,7 +46,7 @@ def test_cpu_provider_is_usable(real_onnx: OnnxBuild) -> None:
 
 @pytest.mark.parametrize("name", ["qnn", "openvino", "webgpu"])
 def test_genai_availability_claims_are_not_trusted(real_onnx: OnnxBuild, name: str) -> None:
-    if f"{providers.ORT_EP_NAMES[name]}" in ort.get_available_providers():
+    if f"{ONNX_PROVIDER_NAMES[name].runtime_name}" in ort.get_available_providers():
         pytest.skip(f"this onnxruntime build really has {name}")
     claim = getattr(og, f"is_{name}_available")()
     assert not real_onnx.status[name].usable, f"og.is_{name}_available() said {claim}"

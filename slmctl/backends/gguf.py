@@ -33,7 +33,7 @@ from slmctl.backends.base import (
     fallback_prompt,
 )
 from slmctl.backends.tokenloop import score_token, stream_text
-from slmctl.errors import ContextOverflow, InvalidModelFile, OperationFailed
+from slmctl.errors import ContextOverflow, DeviceUnavailable, InvalidModelFile, OperationFailed
 from slmctl.options import LLAMA_CPP_NAMES, LoadOptions, SamplingOptions
 
 #: The context of a ``Llama`` whose generations run in a batch (it only tokenizes; llama.cpp's minimum).
@@ -46,7 +46,7 @@ def _import_llama_cpp() -> Any:
     try:
         import llama_cpp
     except ImportError as exc:  # pragma: no cover - a broken install
-        raise OperationFailed(
+        raise DeviceUnavailable(  # the same error (and exit code) as the ONNX backend's
             f"the GGUF backend is not usable: cannot import llama_cpp ({exc})",
             "reinstall it: pip install --force-reinstall llama-cpp-python",
         ) from exc

@@ -30,12 +30,11 @@ from slmctl.backends.base import (
 )
 from slmctl.backends.tokenloop import score_token, stream_text
 from slmctl.formats.onnx_folder import read_chat_template
+from slmctl.devices import ONNX_PROVIDER_NAMES
 from slmctl.errors import ContextOverflow, DeviceUnavailable, InvalidModelFile, OperationFailed, UsageError
 from slmctl.options import ONNX_GENAI_NAMES, ONNX_GENAI_UNSUPPORTED, LoadOptions, SamplingOptions, unsupported_options
 
 RUNTIME = "onnxruntime-genai"
-#: Our provider names -> onnxruntime-genai's.
-GENAI_PROVIDERS = {"cuda": "cuda", "dml": "dml", "qnn": "QNN", "openvino": "OpenVINO", "webgpu": "WebGPU"}
 #: Generic JSON for ``--format json`` (guidance needs a schema or a grammar).
 ANY_JSON_SCHEMA = {"type": "object"}
 
@@ -75,7 +74,8 @@ class OnnxGenaiBackend(Backend):
             config = og.Config(str(path))
             config.clear_providers()
             if device != "cpu":
-                provider = GENAI_PROVIDERS.get(device, device)
+                known = ONNX_PROVIDER_NAMES.get(device)
+                provider = known.genai_name if known else device
                 config.append_provider(provider)
                 for key, value in (provider_options or {}).items():
                     config.set_provider_option(provider, key, str(value))

@@ -28,12 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from slmctl.devices import GGUF_DEVICES, ONNX_PROVIDERS, PRIORITY
+from slmctl.devices import GGUF_DEVICES, ONNX_PROVIDER_NAMES, ONNX_PROVIDERS, PRIORITY
 
-#: Our provider names -> ONNX Runtime execution provider names.
-ORT_EP_NAMES: dict[str, str] = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
-                                "dml": "DmlExecutionProvider", "qnn": "QNNExecutionProvider",
-                                "openvino": "OpenVINOExecutionProvider", "webgpu": "WebGpuExecutionProvider"}
 #: Options for the probe session: OpenVINO must prove it reaches the NPU, not its CPU plugin.
 PROBE_OPTIONS: dict[str, dict[str, str]] = {"openvino": {"device_type": "NPU"}}
 #: A one-node ONNX model (Identity on float[1], IR 7, opset 13), as :func:`build_probe_model` makes it.
@@ -188,7 +184,7 @@ def _load_onnx() -> tuple[Any, Any]:
 
 def probe_provider(ort: Any, genai: Any, name: str) -> ProviderStatus:
     """Try one provider for real: a tiny session must keep it among ``get_providers()``."""
-    ep = ORT_EP_NAMES[name]
+    ep = ONNX_PROVIDER_NAMES[name].runtime_name
     if ep not in ort.get_available_providers():
         return ProviderStatus(False, "not in this onnxruntime build")
     check = getattr(genai, f"is_{name}_available", None)
