@@ -174,6 +174,15 @@ def build_options(*layers: Mapping[str, Any]) -> tuple[LoadOptions, SamplingOpti
         raise UsageError(f"invalid option {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
 
 
+def capped_context(requested: int, limit: int | None) -> int:
+    """The context a model runs with: ``requested`` (``num_ctx``; 0 or less = the model's own) within
+    ``limit`` (what the model was trained for, or what its runtime gave; None or 0 = unknown). The one place
+    this is computed: the engine's plan, the backends' loads and ``create``'s context check use it."""
+    if not limit:
+        return requested
+    return limit if requested <= 0 else min(requested, limit)
+
+
 def unsupported_options(runtime: str, unsupported: Iterable[str], *options: BaseModel) -> list[str]:
     """Warnings for options set away from their default that ``runtime`` cannot honour."""
     warnings = []

@@ -76,3 +76,11 @@ def test_parsing_any_string_never_raises_anything_but_usage_error(key: str, raw:
 @given(st.floats(min_value=0, max_value=5, allow_nan=False))
 def test_temperature_round_trips_through_text(value: float) -> None:
     assert parse_param_pairs([f"temperature={value!r}"])["temperature"] == value
+
+
+@pytest.mark.parametrize(("requested", "limit", "expected"), [(0, 4096, 4096), (-1, 4096, 4096), (2048, 4096, 2048),
+                                                              (8192, 4096, 4096), (2048, None, 2048), (2048, 0, 2048)])
+def test_the_context_a_model_runs_with(requested: int, limit: int | None, expected: int) -> None:
+    from slmctl.options import capped_context
+
+    assert capped_context(requested, limit) == expected

@@ -34,7 +34,7 @@ from slmctl.backends.base import (
 )
 from slmctl.backends.tokenloop import score_token, stream_text
 from slmctl.errors import ContextOverflow, DeviceUnavailable, InvalidModelFile, OperationFailed
-from slmctl.options import LLAMA_CPP_NAMES, LoadOptions, SamplingOptions
+from slmctl.options import LLAMA_CPP_NAMES, LoadOptions, SamplingOptions, capped_context
 
 #: The context of a ``Llama`` whose generations run in a batch (it only tokenizes; llama.cpp's minimum).
 _BATCHED_OWN_CONTEXT = 256
@@ -116,9 +116,9 @@ class LlamaCppBackend(Backend):
         template = llm.metadata.get("tokenizer.chat_template")
         # llama.cpp pads its context (to 256 tokens) but llama-cpp-python's token buffers hold what was
         # asked for: the smaller of the two is what a prompt plus its answer may use.
-        usable = min(llm.n_ctx(), options.num_ctx) if options.num_ctx > 0 else llm.n_ctx()
+        usable = capped_context(options.num_ctx, llm.n_ctx())
         if batched:  # the context the batch gives each sequence: what was asked, within what the model knows
-            usable = min(options.num_ctx, llm._model.n_ctx_train()) if options.num_ctx > 0 else llm._model.n_ctx_train()
+            usable = capped_context(options.num_ctx, llm._model.n_ctx_train())
         info = LoadedInfo("gguf", device, usable, load_ns, template)
         return LlamaCppModel(llm, info, llama_cpp, batched=batched, num_batch=options.num_batch)
 

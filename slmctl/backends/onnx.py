@@ -32,7 +32,8 @@ from slmctl.backends.tokenloop import score_token, stream_text
 from slmctl.formats.onnx_folder import read_chat_template
 from slmctl.devices import ONNX_PROVIDER_NAMES
 from slmctl.errors import ContextOverflow, DeviceUnavailable, InvalidModelFile, OperationFailed, UsageError
-from slmctl.options import ONNX_GENAI_NAMES, ONNX_GENAI_UNSUPPORTED, LoadOptions, SamplingOptions, unsupported_options
+from slmctl.options import (ONNX_GENAI_NAMES, ONNX_GENAI_UNSUPPORTED, LoadOptions, SamplingOptions, capped_context,
+                            unsupported_options)
 
 RUNTIME = "onnxruntime-genai"
 #: Generic JSON for ``--format json`` (guidance needs a schema or a grammar).
@@ -88,7 +89,7 @@ class OnnxGenaiBackend(Backend):
             raise self._load_error(path, device, exc) from exc
         load_ns = time.perf_counter_ns() - start
         context = _context_length(path)
-        limit = min(options.num_ctx, context) if options.num_ctx else context
+        limit = capped_context(options.num_ctx, context)
         info = LoadedInfo("onnx", device, limit, load_ns, read_chat_template(path))
         return OnnxGenaiModel(og, model, tokenizer, info, _eos_ids(tokenizer), _vocab_size(path))
 

@@ -17,7 +17,7 @@ from slmctl.backends.base import ChatMessage, LoadedModel
 from slmctl.backends.registry import BackendRegistry
 from slmctl.devices import DEFAULT_PREFERENCE, select_device
 from slmctl.names import parse_model_ref
-from slmctl.options import LoadOptions
+from slmctl.options import LoadOptions, capped_context
 from slmctl.store import Manifest, ModelStore
 from slmctl.store.layers import TEXT_KINDS, LayerValues, damaged_layer, decode_layers
 
@@ -128,11 +128,7 @@ class Engine:
 
     def load_options_for(self, manifest: Manifest, options: LoadOptions) -> LoadOptions:
         """Cap the context at what the model was trained for (0 = the model's own)."""
-        trained = manifest.details.context_length
-        num_ctx = options.num_ctx
-        if trained:
-            num_ctx = trained if num_ctx == 0 else min(num_ctx, trained)
-        return options.model_copy(update={"num_ctx": num_ctx})
+        return options.model_copy(update={"num_ctx": capped_context(options.num_ctx, manifest.details.context_length)})
 
     def devices(self, fmt: str) -> list[str]:
         """The devices (GGUF) or execution providers (ONNX) usable here for ``fmt``."""

@@ -29,7 +29,7 @@ from slmctl.modelfile.documents import read_document
 from slmctl.modelfile.model import Modelfile, ModelfileError
 from slmctl.modelfile.parser import parse_modelfile
 from slmctl.names import parse_model_ref
-from slmctl.options import build_options
+from slmctl.options import build_options, capped_context
 from slmctl.settings import Settings
 from slmctl.sources.refs import parse_source
 from slmctl.store import FileEntry, Layer, Manifest, ModelDetails, ModelStore, SourceInfo, StagedBlob
@@ -216,8 +216,7 @@ def _check_context(engine: Engine, build: _Build, name: str, say: Progress) -> N
     if not context:
         return
     load, _ = build_options(values.params)
-    trained = build.details.context_length
-    num_ctx = (trained if load.num_ctx == 0 else min(load.num_ctx, trained)) if trained else load.num_ctx
+    num_ctx = capped_context(load.num_ctx, build.details.context_length)
     say("checking the system context against the context size")
     backend = engine.backends.get(build.format)
     with backend.load(build.model_path, load.model_copy(update={"num_ctx": min(num_ctx, 512)})) as model:
