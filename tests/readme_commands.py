@@ -13,7 +13,8 @@ Running: :func:`offline_world` builds a work folder, an ``SLMCTL_HOME`` and loop
 Ollama mirrors serving a tiny model at every source of the built-in catalog, with an environment in
 which any other connection fails; :func:`execute` runs an item there through ``bash`` (or Python),
 :func:`serve` a ``slmctl serve`` command in the background until it answers. An :class:`Expect` (exit
-codes, a check of the outcome) or a :class:`Skip` (a reason) is what the contract says of each item;
+codes, a check of the outcome), a :class:`Skip` (a reason) or an :class:`Elsewhere` (the test that checks what
+the command does, where it cannot run) is what the contract says of each item;
 :func:`verdict` compares a result with its :class:`Expect`.
 """
 
@@ -208,6 +209,21 @@ class Skip:
     reason: str
 
 
+@dataclass(frozen=True)
+class Elsewhere:
+    """A command that needs what no test machine has (a Kubernetes cluster, a container engine and root),
+    whose substance the named test (``tests/FILE.py::test_name``) checks instead: the chart it installs,
+    the image script it runs."""
+
+    test: str
+    reason: str
+
+    def exists(self) -> bool:
+        path, _, name = self.test.partition("::")
+        file = README.parent / path
+        return file.is_file() and f"def {name}(" in file.read_text(encoding="utf-8")
+
+
 def verdict(entry: Expect, ran: Ran, world: World) -> str:
     """What is wrong with ``ran`` (the exit code, then the check of the outcome), or ``""``."""
     expected = entry.code(world.doctor) if callable(entry.code) else entry.code
@@ -273,7 +289,8 @@ def offline_world(root: Path, files: dict[str, list[str] | None], stored: dict[s
             (cwd / path).write_text("Contoso's gateway listens on port 8080; its admin console on 9443.\n")
         else:
             write_model([str(cwd / path), *args])
-    (cwd / "modelfiles").symlink_to(README.parent / "modelfiles")
+    for folder in ("modelfiles", "configs", "deploy"):  # the repository's own, as a reader's checkout has them
+        (cwd / folder).symlink_to(README.parent / folder)
     for name, args in stored.items():
         import_path(ModelStore(home / "models"), write_model([str(models / name), *args]), name)
     hub = HubServer()
@@ -336,5 +353,5 @@ def execute(item: Command, command: str, world: World) -> Ran:
     return Ran(proc.returncode, proc.stdout, proc.stderr)
 
 
-__all__ = ["README", "Command", "Expect", "Ran", "Skip", "World", "execute", "key", "offline_world", "readme_items",
+__all__ = ["README", "Command", "Elsewhere", "Expect", "Ran", "Skip", "World", "execute", "key", "offline_world", "readme_items",
            "serve", "stop", "verdict"]

@@ -19,7 +19,9 @@ Three things stand in for the internet and the reader's own files, none of which
 Then :data:`SUBSTITUTIONS`, a short table of mechanical rewrites, each of which must still apply.
 :data:`CONTRACT` lists every command (keyed by :func:`readme_commands.key`) with the exit code the
 README's table gives and, where the README states an outcome, a check of it; or a :class:`Skip` with
-the reason it cannot run offline. A command missing from the table, or an entry whose command left the
+the reason it cannot run offline; or, for the cluster and container commands of "Deploy", an
+:class:`Elsewhere` naming the test that checks what they do (the chart they install, the image script).
+A command missing from the table, or an entry whose command left the
 README, fails :func:`test_every_readme_command_is_in_the_contract`: a new example is covered or the
 test fails. The ````python`` blocks of a section (the OpenAI SDK) run as one session against the server.
 """
@@ -35,8 +37,8 @@ from pathlib import Path
 
 import pytest
 
-from readme_commands import (Command, Expect, Ran, Skip, World, execute, offline_world, readme_items, serve, stop,
-                             verdict)
+from readme_commands import (Command, Elsewhere, Expect, Ran, Skip, World, execute, offline_world, readme_items, serve,
+                             stop, verdict)
 from slmctl.testing.__main__ import main as write_model
 
 SDK_SECTION = "Use it from the OpenAI SDK"
@@ -186,7 +188,9 @@ def keys_named(*wanted: str) -> Check:
 
 
 NETWORK_SETUP = "installs slmctl with pip (network: PyPI) and compiles llama.cpp - the CI job runs it"
-CONTRACT: dict[str, Expect | Skip] = {
+CLUSTER = "needs a Kubernetes cluster: the test renders the chart offline, validates it, and serves its probes"
+CONTAINER = "needs root, mmdebstrap, buildah and podman: the test builds and runs the image where they exist"
+CONTRACT: dict[str, Expect | Skip | Elsewhere] = {
     'python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/slmctl run qwen2.5:0.5b "Hello, who are you?"':
         Skip(NETWORK_SETUP + "; its `slmctl run qwen2.5:0.5b` runs below, through the mirror"),
     'python3 -m venv .venv && .venv/bin/pip install -q -e ".[test]" && .venv/bin/python -m pytest -q':
@@ -256,6 +260,27 @@ CONTRACT: dict[str, Expect | Skip] = {
     "slmctl keys list": Expect(check=keys_named("alice", "ops", "ci")),
     "slmctl keys revoke alice": Expect(check=keys_named("ops", "ci")),
     "python: Run it for a team": Expect(),
+    "slmctl serve --config configs/production.json --print-config":
+        Expect(check=that(lambda ran, world: re.search(r"^num_ctx\s+4096\s+\[file .*\.optimization\.max_context\]",
+                                                       ran.stdout, re.MULTILINE))),
+    "slmctl serve --config configs/performance.json --print-config --json": Expect(check=is_json),
+    "SLMCTL_NUM_PARALLEL=2 slmctl serve --config configs/production.json --parallel 6 --print-config":
+        Expect(check=that(lambda ran, world: re.search(r"^parallel\s+6\s+\[flag", ran.stdout, re.MULTILINE))),
+    "slmctl serve --host 0.0.0.0:11434 --read-only-store --config configs/production.json --print-config":
+        Expect(check=that(lambda ran, world: re.search(r"^read_only_store\s+true", ran.stdout, re.MULTILINE))),
+    "deploy/build-image.sh --smoke":
+        Elsewhere("tests/test_container.py::test_build_image_smoke", CONTAINER),
+    "podman run -d -p 11434:11434 -v slmctl-data:/data localhost/slmctl:0.1.0":
+        Elsewhere("tests/test_container.py::test_build_image_smoke", CONTAINER),
+    "slmctl keys create cluster --role admin": Expect(check=printed_key),
+    "kubectl create secret generic slmctl-keys --from-file=keys.json=$SLMCTL_HOME/keys.json":
+        Elsewhere("tests/test_helm_chart.py::test_api_keys_come_from_the_secret_through_a_private_copy", CLUSTER),
+    "helm install slmctl deploy/helm/slmctl -f deploy/helm/slmctl/values-cpu.yaml":
+        Elsewhere("tests/test_helm_chart.py::test_every_rendered_object_validates_strictly", CLUSTER),
+    "kubectl port-forward svc/slmctl 11434:11434":
+        Elsewhere("tests/test_helm_chart.py::test_a_real_server_answers_every_probe_the_chart_renders", CLUSTER),
+    "kubectl apply -k deploy/k8s":
+        Elsewhere("tests/test_helm_chart.py::test_deploy_k8s_is_what_the_chart_renders_with_its_defaults", CLUSTER),
     "slmctl ps": Expect(check=loaded),
     "slmctl ps --json": Expect(check=loaded),
     "slmctl stop phi4:mini": Expect(check=unloaded),
@@ -306,13 +331,15 @@ def test_every_readme_command_is_in_the_contract() -> None:
     unused = [pattern for pattern, _ in SUBSTITUTIONS if not any(re.search(pattern, text) for text in ran)]
     assert not unused, f"substitutions that no longer apply to any README command (remove them): {unused}"
     assert sum(isinstance(entry, Skip) for entry in CONTRACT.values()) <= 3, "keep the skip table small"
+    gone = [entry.test for entry in CONTRACT.values() if isinstance(entry, Elsewhere) and not entry.exists()]
+    assert not gone, f"CONTRACT names tests that do not exist: {gone}"
 
 
 def test_readme_commands_run_as_documented(world: World) -> None:
     failures: list[str] = []
     for item in items():
         entry = CONTRACT[item.key]
-        if isinstance(entry, Skip):
+        if not isinstance(entry, Expect):
             continue
         command = world.substitute(item.text, SUBSTITUTIONS)
         for _ in range(entry.retries + 1):
