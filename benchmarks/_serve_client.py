@@ -185,4 +185,5 @@ def parse_openai(line: str) -> tuple[str, dict | None]:
     t = obj.get("timings") or {}
     return content, {"server_tok_s": t.get("predicted_per_second"), "eval_count": usage["completion_tokens"],
                      "tokens": usage["completion_tokens"], "prompt_n": usage.get("prompt_tokens"),
-                     "prompt_ms": t.get("prompt_ms")}
+                     "prompt_ms": t.get("prompt_ms"),
+                     "cached": (usage.get("prompt_tokens_details") or {}).get("cached_tokens")}

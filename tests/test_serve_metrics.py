@@ -65,6 +65,7 @@ def test_both_paths_parse_and_name_the_expected_families(served: Served) -> None
     names = {f.name for f in text_string_to_metric_families(httpx.get(served.url + "/api/metrics").text)}
     assert {"slmctl_http_requests", "slmctl_http_request_duration_seconds", "slmctl_time_to_first_token_seconds",
             "slmctl_time_per_output_token_seconds", "slmctl_generation_tokens_per_second", "slmctl_prompt_tokens",
+            "slmctl_prompt_cached_tokens",
             "slmctl_generated_tokens", "slmctl_requests_waiting", "slmctl_requests_running",
             "slmctl_models_loaded", "slmctl_model_memory_bytes", "slmctl_runner_restarts", "slmctl_auth_failures",
             "process_resident_memory_bytes"} <= names
@@ -90,6 +91,8 @@ def test_request_and_generation_metrics_move_as_requests_are_served(served: Serv
     assert moved("slmctl_http_request_duration_seconds_count", route="/api/generate") == 4
     assert moved("slmctl_generated_tokens_total", model=MINI) == 12
     assert moved("slmctl_prompt_tokens_total", model=MINI) >= 3
+    # the same prompt three times: each one after the first finds it in the prefix cache (all but its last token)
+    assert 0 < moved("slmctl_prompt_cached_tokens_total", model=MINI) < moved("slmctl_prompt_tokens_total", model=MINI)
     for histogram in ("slmctl_time_to_first_token_seconds", "slmctl_time_per_output_token_seconds",
                       "slmctl_generation_tokens_per_second"):
         assert moved(f"{histogram}_count", model=MINI) == 3, histogram

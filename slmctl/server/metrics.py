@@ -117,6 +117,9 @@ class Metrics:
         self.speed = Histogram("slmctl_generation_tokens_per_second", "Generated tokens per second of a "
                                "generation", ["model"], buckets=_RATES, registry=registry)
         self.prompt_tokens = Counter("slmctl_prompt_tokens", "Prompt tokens read", ["model"], registry=registry)
+        self.prompt_cached_tokens = Counter("slmctl_prompt_cached_tokens", "Prompt tokens reused from the prefix "
+                                            "cache instead of evaluated (hit rate: this over slmctl_prompt_tokens)",
+                                            ["model"], registry=registry)
         self.generated_tokens = Counter("slmctl_generated_tokens", "Tokens generated", ["model"],
                                         registry=registry)
         self.restarts = Counter("slmctl_runner_restarts", "Models loaded again after their runner process "
@@ -142,6 +145,7 @@ class Metrics:
             self.per_token.labels(model).observe(stats.eval_duration / 1e9 / stats.eval_count)
             self.speed.labels(model).observe(stats.eval_rate)
         self.prompt_tokens.labels(model).inc(stats.prompt_eval_count)
+        self.prompt_cached_tokens.labels(model).inc(stats.prompt_cached_count)
         self.generated_tokens.labels(model).inc(stats.eval_count)
 
     def auth_failure(self, reason: str) -> None:
