@@ -55,19 +55,7 @@ class Materializer(StoreLayout):
                 )
             if _is_materialized(target, manifest):
                 return target
-            try:
-                self.check_blob_sizes(manifest, {})
-            except IntegrityError:
-                raise damaged_model(manifest) from None
-            fsutil.delete_tree(target)  # an incomplete folder left by an older crash
-            entries = [(entry.path, self.blob_path(entry.digest)) for entry in manifest.files]
-            try:
-                fsutil.build_link_tree(target, entries, self.tmp_dir, prefix=f"{MATERIALIZE_PREFIX}{os.getpid()}-")
-            except OSError as exc:
-                raise OperationFailed(
-                    f"cannot prepare the model folder of '{manifest.ref}': {os_reason(exc)}"
-                ) from exc
-        return target
+            return self._build(manifest, target, self.tmp_dir)
 
     def _materialize_privately(self, manifest: Manifest) -> Path:
         """The folder of links of a read-only store's model, outside the store (nothing locked, nothing written)."""
@@ -75,16 +63,20 @@ class Materializer(StoreLayout):
         target = root / self.materialized_path(manifest).name
         if _is_materialized(target, manifest):
             return target
+        return self._build(manifest, target, root)
+
+    def _build(self, manifest: Manifest, target: Path, staging: Path) -> Path:
+        """Build ``target``, the folder of links to ``manifest``'s blobs, in ``staging`` first."""
         try:
             self.check_blob_sizes(manifest, {})
         except IntegrityError:
             raise damaged_model(manifest) from None
-        fsutil.delete_tree(target)
+        fsutil.delete_tree(target)  # an incomplete folder left by an older crash
         entries = [(entry.path, self.blob_path(entry.digest)) for entry in manifest.files]
         try:
-            fsutil.build_link_tree(target, entries, root, prefix=f"{MATERIALIZE_PREFIX}{os.getpid()}-")
+            fsutil.build_link_tree(target, entries, staging, prefix=f"{MATERIALIZE_PREFIX}{os.getpid()}-")
         except OSError as exc:
-            raise OperationFailed(f"cannot prepare the model folder of '{manifest.ref}' in {root}: "
+            raise OperationFailed(f"cannot prepare the model folder of '{manifest.ref}' in {target.parent}: "
                                   f"{os_reason(exc)}") from exc
         return target
 
