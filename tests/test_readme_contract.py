@@ -190,6 +190,8 @@ def keys_named(*wanted: str) -> Check:
 NETWORK_SETUP = "installs slmctl with pip (network: PyPI) and compiles llama.cpp - the CI job runs it"
 CLUSTER = "needs a Kubernetes cluster: the test renders the chart offline, validates it, and serves its probes"
 CONTAINER = "needs root, mmdebstrap, buildah and podman: the test builds and runs the image where they exist"
+DOCKER = ("needs a Docker engine: the test builds the same image with build-image.sh, runs it with podman "
+          "(a key and a model in the volume, health, a generation), and keeps the Dockerfile in step with it")
 CONTRACT: dict[str, Expect | Skip | Elsewhere] = {
     'python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/slmctl run qwen2.5:0.5b "Hello, who are you?"':
         Skip(NETWORK_SETUP + "; its `slmctl run qwen2.5:0.5b` runs below, through the mirror"),
@@ -268,10 +270,14 @@ CONTRACT: dict[str, Expect | Skip | Elsewhere] = {
         Expect(check=that(lambda ran, world: re.search(r"^parallel\s+6\s+\[flag", ran.stdout, re.MULTILINE))),
     "slmctl serve --host 0.0.0.0:11434 --read-only-store --config configs/production.json --print-config":
         Expect(check=that(lambda ran, world: re.search(r"^read_only_store\s+true", ran.stdout, re.MULTILINE))),
-    "deploy/build-image.sh --smoke":
-        Elsewhere("tests/test_container.py::test_build_image_smoke", CONTAINER),
-    "podman run -d -p 11434:11434 -v slmctl-data:/data localhost/slmctl:0.1.0":
-        Elsewhere("tests/test_container.py::test_build_image_smoke", CONTAINER),
+    "docker build -t slmctl .": Elsewhere("tests/test_container.py::test_dockerfile_matches_build_script", DOCKER),
+    "docker run --rm -v slmctl-data:/data slmctl keys create ops --role admin":
+        Elsewhere("tests/test_container.py::test_build_image_smoke", DOCKER),
+    'docker run --rm -v slmctl-data:/data -v "$PWD:/in:ro" slmctl import /in/model.gguf --name mymodel':
+        Elsewhere("tests/test_container.py::test_build_image_smoke", DOCKER),
+    "docker run -d --name slmctl -p 11434:11434 -v slmctl-data:/data slmctl":
+        Elsewhere("tests/test_container.py::test_build_image_smoke", DOCKER),
+    "deploy/build-image.sh --smoke": Elsewhere("tests/test_container.py::test_build_image_smoke", CONTAINER),
     "slmctl keys create cluster --role admin": Expect(check=printed_key),
     "kubectl create secret generic slmctl-keys --from-file=keys.json=$SLMCTL_HOME/keys.json":
         Elsewhere("tests/test_helm_chart.py::test_api_keys_come_from_the_secret_through_a_private_copy", CLUSTER),
