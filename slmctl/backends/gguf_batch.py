@@ -5,9 +5,10 @@ every sequence may use the model's whole context. Each :meth:`GgufBatch.step` bu
 ``llama_batch``: the pending token of every generating sequence first, then prompt chunks of newly
 admitted ones within what is left of ``n_batch`` (a long prompt is prefilled over several steps, so a
 newcomer delays the others' next token by at most one ``n_batch`` chunk), then ``llama_decode`` once and
-one sample per sequence from its own sampler chain (its options, seed and grammar). A finished or
-cancelled sequence frees its slot at once; its KV entries stay as a cache, and a later prompt that starts
-the same way (a system prompt, a chat history plus one message) reuses them (``prompt_cached_count``).
+one sample per sequence from its own sampler chain (its options and seed; a grammar checks the chosen
+token, see ``lazy_grammar``). A finished or cancelled sequence frees its slot at once; its KV entries
+stay as a cache, and a later prompt that starts the same way (a system prompt, a chat history plus one
+message) reuses them (``prompt_cached_count``).
 One thread drives a batch (the runner's worker); no llama.cpp call here happens on any other.
 """
 
@@ -40,6 +41,8 @@ class _Sequence:
     index: int = -1  # this step's batch index to sample from (-1: none)
     #: The UTF-8 decoder state of a constrained answer (None: unconstrained, nothing to keep valid).
     utf8: int | None = None
+    #: The grammar of a constrained answer, with the sampler chain (see ``lazy_grammar``).
+    grammar: Any = None
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
@@ -116,9 +119,15 @@ class GgufBatch(Batch):
         slot, reused = self._pick_slot(prompt)
         self._lib.llama_memory_seq_rm(self._mem, slot, reused, -1)
         stats = Stats(prompt_eval_count=len(prompt), prompt_cached_count=reused)
+        chain = self._sampler(request)
+        try:
+            grammar = self._grammar(request, chain)
+        except BaseException:
+            chain.close()
+            raise
         sequence = _Sequence(slot, request, sink, cancel, prompt, self._text_stream(request, limit, stats),
-                             self._sampler(request), cached=prompt[:reused], fed=reused,
-                             utf8=0 if request.json_format is not None else None)
+                             chain, cached=prompt[:reused], fed=reused,
+                             utf8=0 if grammar is not None else None, grammar=grammar)
         self._running[slot] = sequence
         if sequence.stream.finished:  # num_predict 0
             self._finish(sequence)
@@ -149,24 +158,29 @@ class GgufBatch(Batch):
                           flush=lambda: decoder.decode(b"", final=True), stops=request.options.stop,
                           limit=limit, stats=stats, score=score)
 
+    def _grammar(self, request: GenerateRequest, chain: Any) -> Any:
+        """The request's JSON-schema grammar, sampled lazily with ``chain`` (None when unconstrained)."""
+        if request.json_format is None:
+            return None
+        from slmctl.backends.lazy_grammar import LazyGrammar
+        from slmctl.structured.gbnf import grammar_for
+
+        grammar = self._lib.llama_sampler_init_grammar(self._vocab, grammar_for(request.json_format).encode(),
+                                                       b"root")
+        if not grammar:
+            raise OperationFailed("llama.cpp refused the grammar built from the JSON schema")
+        return LazyGrammar(self._lib, grammar, chain, self._n_vocab, self._model.utf8_guard())
+
     def _sampler(self, request: GenerateRequest) -> Any:
-        """A sampler chain of the request's own: penalties, grammar, then greedy or top-k/typical/top-p/
-        min-p/temperature/dist with the request's seed (the order llama-cpp-python uses)."""
+        """A sampler chain of the request's own: penalties, then greedy or top-k/typical/top-p/min-p/
+        temperature/dist with the request's seed (the order llama-cpp-python uses); a grammar is apart."""
         from llama_cpp._internals import LlamaSampler
 
-        options, lib = request.options, self._lib
+        options = request.options
         chain = LlamaSampler()
         last_n = self._context if options.repeat_last_n < 0 else options.repeat_last_n
         chain.add_penalties(self._n_vocab, last_n, options.repeat_penalty, options.frequency_penalty,
                             options.presence_penalty)
-        if request.json_format is not None:
-            from slmctl.structured.gbnf import grammar_for
-
-            grammar = lib.llama_sampler_init_grammar(self._vocab, grammar_for(request.json_format).encode(), b"root")
-            if not grammar:
-                chain.close()
-                raise OperationFailed("llama.cpp refused the grammar built from the JSON schema")
-            lib.llama_sampler_chain_add(chain.sampler, grammar)
         seed = options.seed if options.seed >= 0 else random.randrange(2**31)
         if options.temperature <= 0:
             chain.add_greedy()
@@ -224,14 +238,10 @@ class GgufBatch(Batch):
 
     def _sample(self, sequence: _Sequence) -> None:
         self._scoring = sequence.index
-        if sequence.utf8 is not None:  # the grammar alone lets invalid UTF-8 through (see utf8_guard)
-            import numpy as np
-
-            guard = self._model.utf8_guard()
-            logits = self._lib.llama_get_logits_ith(self._ctx, sequence.index)
-            guard.mask(np.ctypeslib.as_array(logits, shape=(self._n_vocab,)), sequence.utf8)
-        token = self._lib.llama_sampler_sample(sequence.sampler.sampler, self._ctx, sequence.index)
-        if sequence.utf8 is not None:
+        if sequence.grammar is None:
+            token = self._lib.llama_sampler_sample(sequence.sampler.sampler, self._ctx, sequence.index)
+        else:  # the grammar alone lets invalid UTF-8 through: the guard masks what would break it
+            token = sequence.grammar.sample(self._ctx, sequence.index, sequence.utf8)
             sequence.utf8 = self._model.utf8_guard().advance(sequence.utf8, token)
         try:
             text = sequence.stream.accept(token)
@@ -248,7 +258,7 @@ class GgufBatch(Batch):
     def _finish(self, sequence: _Sequence, error: BaseException | None = None) -> None:
         del self._running[sequence.slot]
         self._cache[sequence.slot] = sequence.cached
-        sequence.sampler.close()
+        (sequence.grammar or sequence.sampler).close()  # a grammar closes its chain too
         if error is not None:
             self._lib.llama_memory_seq_rm(self._mem, sequence.slot, -1, -1)
             self._cache[sequence.slot] = []
