@@ -108,6 +108,14 @@ def test_ps_load_and_keep_alive_zero_unloads(client: ollama.Client) -> None:
     assert "qwen2.5:3b" not in {m.model for m in client.ps().models}
 
 
+def test_a_keep_alive_past_any_date_lists_as_forever(client: ollama.Client) -> None:
+    """The fuzzer found /api/ps failing (500) after a keep_alive of 10^15 s: no date can say when that ends."""
+    client.generate(model="phi4:mini", prompt="", keep_alive=10**15)
+    shown = {m.model: m for m in client.ps().models}
+    assert shown["phi4:mini"].expires_at.year == 2318  # Ollama's "never"
+    client.generate(model="phi4:mini", prompt="", keep_alive="5m")  # as before, for the next tests
+
+
 def test_copy_and_delete(private_home: Path) -> None:
     served = Served(private_home)
     try:

@@ -58,7 +58,9 @@ def ps_models(serving: Serving) -> list[dict[str, Any]]:
             manifest = serving.engine.store.get(parse_model_ref(entry.plan.model))
         except SlmctlError:
             continue  # deleted while loaded
-        expires = datetime.fromtimestamp(entry.expires_at, timezone.utc) if entry.expires_at is not None else None
+        expires = None  # never (keep_alive < 0), or later than a date can say (a keep_alive of 10^15 s)
+        if entry.expires_at is not None and entry.expires_at < wire.FOREVER.timestamp():
+            expires = datetime.fromtimestamp(entry.expires_at, timezone.utc)
         size = entry.plan.size
         out.append(wire.ps_entry(manifest, size=size, size_vram=size if entry.runner.info.device != "cpu" else 0,
                                  expires_at=expires, context_length=entry.runner.info.context_length))

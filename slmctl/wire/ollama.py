@@ -229,13 +229,16 @@ def show_object(engine: Any, manifest: Any) -> dict[str, Any]:
     }
 
 
+#: ``expires_at`` of a model that never expires: what Ollama answers for keep_alive < 0.
+FOREVER = datetime(2318, 1, 1, tzinfo=timezone.utc)
+
+
 def ps_entry(manifest: Any, *, size: int, size_vram: int, expires_at: datetime | None,
              context_length: int) -> dict[str, Any]:
     """One model of ``GET /api/ps`` (and of ``slmctl ps --json``). ``expires_at`` None = never."""
     name = str(manifest.ref)
-    forever = datetime(2318, 1, 1, tzinfo=timezone.utc)  # what Ollama answers for keep_alive < 0
     return {"name": name, "model": name, "size": size, "digest": manifest.digest().removeprefix("sha256:"),
-            "details": details(manifest), "expires_at": timestamp(expires_at or forever),
+            "details": details(manifest), "expires_at": timestamp(expires_at or FOREVER),
             "size_vram": size_vram, "context_length": context_length}
 
 
