@@ -182,7 +182,9 @@ def test_run_matrix_warms_up_then_interleaves(monkeypatch: pytest.MonkeyPatch) -
 @pytest.fixture(scope="module")
 def document(home: Path) -> dict:
     """``slmctl bench tiny tiny-onnx --gen-tokens 32 --repetitions 3 --json``, parsed."""
-    result = run_cli(home, "bench", "tiny", "tiny-onnx", "--gen-tokens", "32", "--repetitions", "3", "--json")
+    # a subprocess, as the gate runs compared with it below: in process, later runs are warmer than the first
+    result = run_cli(home, "bench", "tiny", "tiny-onnx", "--gen-tokens", "32", "--repetitions", "3", "--json",
+                     process=True)
     assert result.code == 0, result.stderr
     assert "[8/8] tiny-onnx onnx cpu p64 g32:" in result.stderr  # 2 configs x (1 warm-up + 3)
     return json.loads(result.stdout)
@@ -252,11 +254,12 @@ def _baseline(document: dict, path: Path, *, factor: float) -> Path:
 def test_cli_baseline_gate(home: Path, document: dict, tmp_path: Path) -> None:
     args = ("bench", "tiny", "tiny-onnx", "--gen-tokens", "32", "--repetitions", "3")
     # The same document as the baseline: timings of tiny models are noisy, so the threshold is generous.
+    # subprocesses, as the document's run: timings compare only between equally cold processes
     same = run_cli(home, *args, "--baseline", str(_baseline(document, tmp_path / "same.json", factor=1.0)),
-                   "--max-regression", "1000%")
+                   "--max-regression", "1000%", process=True)
     assert same.code == 0, same.stderr
     slower = run_cli(home, *args, "--baseline", str(_baseline(document, tmp_path / "fast.json", factor=2.0)),
-                     "--max-regression", "5%")
+                     "--max-regression", "5%", process=True)
     assert slower.code == 1, slower.stderr
     assert "gen_tps" in slower.stderr
 

@@ -36,36 +36,37 @@ def one_line_error(result: Result, code: int) -> str:
 
 
 def test_import_list_show_run_cp_rm_lifecycle(home: Path, tiny_gguf: Path) -> None:
-    imported = run_cli(home, "import", str(tiny_gguf), "--name", "tiny")
+    # end to end: the installed console script, through a whole lifecycle
+    imported = run_cli(home, "import", str(tiny_gguf), "--name", "tiny", process=True)
     assert imported.code == 0 and "tiny:latest" in imported.stdout
 
-    listed = json.loads(run_cli(home, "list", "--json").stdout)
+    listed = json.loads(run_cli(home, "list", "--json", process=True).stdout)
     assert [m["name"] for m in listed] == ["tiny:latest"]
     item = listed[0]
     assert {"name", "format", "size", "digest", "modified_at", "architecture", "parameter_size",
             "quantization"} <= set(item)
     assert item["format"] == "gguf" and item["architecture"] == "llama" and item["size"] == tiny_gguf.stat().st_size
 
-    shown = json.loads(run_cli(home, "show", "tiny", "--json").stdout)
+    shown = json.loads(run_cli(home, "show", "tiny", "--json", process=True).stdout)
     assert {"name", "format", "architecture", "parameter_size", "quantization", "context_length", "parameters",
             "template", "system", "license", "files"} <= set(shown)
     assert shown["context_length"] == 512 and "<|im_start|>" in shown["template"]
     assert shown["files"][0]["size"] == tiny_gguf.stat().st_size
 
-    ran = run_cli(home, "run", "tiny", "hello", "--max-tokens", "8")
+    ran = run_cli(home, "run", "tiny", "hello", "--max-tokens", "8", process=True)
     assert ran.code == 0 and ran.stdout.strip() and ran.stdout.endswith("\n")
 
-    assert run_cli(home, "cp", "tiny", "tiny:copy").code == 0
-    listed = json.loads(run_cli(home, "list", "--json").stdout)
+    assert run_cli(home, "cp", "tiny", "tiny:copy", process=True).code == 0
+    listed = json.loads(run_cli(home, "list", "--json", process=True).stdout)
     assert {m["name"] for m in listed} == {"tiny:latest", "tiny:copy"}
     assert len({m["digest"] for m in listed}) == 1
     blobs = list((home / "models" / "blobs").iterdir())
     assert len(blobs) == 1  # the copy shares the blob
 
-    assert run_cli(home, "rm", "tiny").code == 0
-    assert run_cli(home, "run", "tiny:copy", "hi", "--max-tokens", "4").code == 0
-    assert run_cli(home, "rm", "tiny:copy").code == 0
-    assert json.loads(run_cli(home, "list", "--json").stdout) == []
+    assert run_cli(home, "rm", "tiny", process=True).code == 0
+    assert run_cli(home, "run", "tiny:copy", "hi", "--max-tokens", "4", process=True).code == 0
+    assert run_cli(home, "rm", "tiny:copy", process=True).code == 0
+    assert json.loads(run_cli(home, "list", "--json", process=True).stdout) == []
     assert list((home / "models" / "blobs").iterdir()) == []
 
 
@@ -79,11 +80,12 @@ def test_run_json_has_spec_fields(stored: Path) -> None:
 
 
 def test_stdout_holds_only_the_answer_and_seed_is_reproducible(stored: Path) -> None:
+    # end to end: stdout is the real file descriptor 1, which a native runtime could also write to
     args = ("run", "tiny", "hello", "--max-tokens", "12", "--seed", "42")
-    first, second = run_cli(stored, *args), run_cli(stored, *args)
-    as_json = json.loads(run_cli(stored, *args, "--json").stdout)
+    first, second = run_cli(stored, *args, process=True), run_cli(stored, *args, process=True)
+    as_json = json.loads(run_cli(stored, *args, "--json", process=True).stdout)
     assert first.stdout == second.stdout == as_json["response"] + "\n"
-    assert run_cli(stored, *args[:-1], "43").stdout != first.stdout
+    assert run_cli(stored, *args[:-1], "43", process=True).stdout != first.stdout
 
 
 def test_piped_stdin_is_prepended_to_the_prompt(stored: Path) -> None:
@@ -94,7 +96,8 @@ def test_piped_stdin_is_prepended_to_the_prompt(stored: Path) -> None:
 
 
 def test_verbose_prints_statistics_to_stderr(stored: Path) -> None:
-    result = run_cli(stored, "run", "tiny", "hello", "--max-tokens", "6", "--verbose")
+    # end to end: real stdout/stderr file descriptors (llama.cpp writes to fd 2)
+    result = run_cli(stored, "run", "tiny", "hello", "--max-tokens", "6", "--verbose", process=True)
     assert result.code == 0
     for label in ("total duration:", "load duration:", "prompt eval count:", "prompt eval duration:",
                   "prompt eval rate:", "eval count:", "eval duration:", "eval rate:"):
@@ -136,10 +139,11 @@ def test_corrupt_files_are_rejected_before_the_store(home: Path, corrupt_gguf_fi
 
 
 def test_unknown_model_exits_3(home: Path) -> None:
-    err = one_line_error(run_cli(home, "run", "nosuch", "hi"), 3)
+    # end to end: the exit code a shell sees
+    err = one_line_error(run_cli(home, "run", "nosuch", "hi", process=True), 3)
     assert "nosuch" in err and "hint:" in err
-    one_line_error(run_cli(home, "show", "nosuch"), 3)
-    one_line_error(run_cli(home, "rm", "nosuch"), 3)
+    one_line_error(run_cli(home, "show", "nosuch", process=True), 3)
+    one_line_error(run_cli(home, "rm", "nosuch", process=True), 3)
 
 
 @pytest.mark.parametrize("args, fragment", [
@@ -203,7 +207,8 @@ def test_version_and_module_entry_point(home: Path) -> None:
 
 
 def test_unknown_command_is_usage_error(home: Path) -> None:
-    assert run_cli(home, "frobnicate").code == 2
+    # end to end: a Click usage error as a shell sees it
+    assert run_cli(home, "frobnicate", process=True).code == 2
 
 
 def test_ctrl_c_exits_130_with_one_line(stored: Path) -> None:

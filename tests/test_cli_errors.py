@@ -186,6 +186,7 @@ def test_a_runtime_that_cannot_be_imported_is_exit_7_on_both_backends(home: Path
     assert run_cli(home, "import", str(tiny_gguf), "--name", "g").code == 0
     assert run_cli(home, "import", str(tiny_onnx), "--name", "o").code == 0
     for model in ("g", "o"):
-        result = run_cli(home, "run", model, "hi", "--max-tokens", "2", env={"PYTHONPATH": str(fake)})
+        # a subprocess: PYTHONPATH only reaches a fresh interpreter's imports
+        result = run_cli(home, "run", model, "hi", "--max-tokens", "2", env={"PYTHONPATH": str(fake)}, process=True)
         assert result.code == 7, (model, result.stderr)
         assert result.stderr.startswith("error: ") and "hint: " in result.stderr

@@ -20,17 +20,18 @@ def home(tmp_path: Path, tiny_onnx: Path, tiny_gguf: Path) -> Path:
 
 
 def test_import_run_rm_onnx(home: Path) -> None:
-    listed = {m["name"]: m for m in json.loads(run_cli(home, "list", "--json").stdout)}
+    # end to end: the console script with the ONNX runtime
+    listed = {m["name"]: m for m in json.loads(run_cli(home, "list", "--json", process=True).stdout)}
     assert listed["tiny-onnx:latest"]["format"] == "onnx"
-    result = run_cli(home, "run", "tiny-onnx", "hello", "--max-tokens", "8", "--json")
+    result = run_cli(home, "run", "tiny-onnx", "hello", "--max-tokens", "8", "--json", process=True)
     assert result.code == 0, result.stderr
     obj = json.loads(result.stdout)
     assert obj["eval_count"] == 8 and obj["done_reason"] == "length" and obj["response"]
     piped = json.loads(run_cli(home, "run", "tiny-onnx", "Summarise", "--max-tokens", "2", "--json",
-                               input="a long text\n" * 4).stdout)
+                               input="a long text\n" * 4, process=True).stdout)
     assert piped["prompt_eval_count"] > obj["prompt_eval_count"] - 1
-    assert run_cli(home, "rm", "tiny-onnx").code == 0
-    assert "tiny-onnx:latest" not in run_cli(home, "list").stdout
+    assert run_cli(home, "rm", "tiny-onnx", process=True).code == 0
+    assert "tiny-onnx:latest" not in run_cli(home, "list", process=True).stdout
 
 
 def test_seed_stop_and_verbose(home: Path) -> None:

@@ -10,11 +10,52 @@ stderr).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from collections.abc import Sequence
+from typing import IO, TYPE_CHECKING, Optional
 
 import typer
 
-from slmctl.cli.usage import Command, Group
+from slmctl.cli.params import ModelName
+
+from slmctl.cli.usage import epilog, Command, Group
+
+if TYPE_CHECKING:
+    from slmctl.bench.model import BenchConfig, BenchDocument
+    from slmctl.cli.context import AppContext
+    from slmctl.engine import Engine
+    from slmctl.store import Manifest
+
+#: A ``--backend``/``--device``/... value: a comma list, or the list of a repeated flag.
+ListValue = Optional[str | Sequence[str]]
+
+#: The examples of the help page, one command line each.
+EXAMPLES = [
+    'slmctl bench tiny',
+    'slmctl bench phi3 phi3-onnx           (GGUF and ONNX side by side)',
+    'slmctl bench phi3 phi3-onnx --backend onnx      (only the ONNX one)',
+    'slmctl bench phi3 --device cpu,gpu --threads 1,2,4 --gen-tokens 32,128',
+    'slmctl bench phi3 --concurrency 1,4,8     (size a machine: N requests at once)',
+    'slmctl bench phi3 --repetitions 5 --warmup 2 --isolate',
+    'slmctl bench phi3 --json > result.json',
+    'slmctl bench phi3 --markdown >> RESULTS.md',
+    'slmctl bench phi3 --output result.json   (JSON file + text table)',
+    'slmctl bench phi3 --csv -o result.csv --plot result.png',
+    'slmctl bench phi3 --baseline result.json --max-regression 5%',
+    'slmctl bench --history                  (past runs)',
+]
+
+_NOTES = (
+    'Output: the text table on stdout by default; --json, --csv or --markdown print that format instead. With '
+    '--output FILE the chosen format (JSON when none is chosen) goes to FILE and the text table to stdout. '
+    'Progress lines go to stderr. Peak memory is the resident memory of the process during load and '
+    'generation; without --isolate it includes what earlier runs left in the process.\n\nWith --baseline, '
+    "figures worse than the baseline's median by more than --max-regression fail the run (exit 1) and are "
+    'listed on stderr, with the configurations found on one side only; a baseline that matches no '
+    'configuration of the run (other models or settings) fails it with exit 8. With --json that verdict is '
+    'one JSON line on stderr.\n\nExit codes: 0 ok (and no regression), 1 failure or a regression against '
+    '--baseline, 2 usage, 3 model not found, 7 device unavailable, 8 --baseline matched no configuration '
+    '(nothing compared).'
+)
 
 COMMAND = {
     "name": "bench",
@@ -29,30 +70,7 @@ COMMAND = {
             "and are discarded; repetitions are interleaved across configurations. Results show the median, "
             "min, max and spread of each figure, with unstable figures flagged. Every run is appended to the "
             "history (see --history). List flags take comma lists (--threads 1,2,4) or repeat.",
-    "epilog": "Examples:\n\n"
-              "  slmctl bench tiny\n\n"
-              "  slmctl bench phi3 phi3-onnx           (GGUF and ONNX side by side)\n\n"
-              "  slmctl bench phi3 phi3-onnx --backend onnx      (only the ONNX one)\n\n"
-              "  slmctl bench phi3 --device cpu,gpu --threads 1,2,4 --gen-tokens 32,128\n\n"
-              "  slmctl bench phi3 --concurrency 1,4,8     (size a machine: N requests at once)\n\n"
-              "  slmctl bench phi3 --repetitions 5 --warmup 2 --isolate\n\n"
-              "  slmctl bench phi3 --json > result.json\n\n"
-              "  slmctl bench phi3 --markdown >> RESULTS.md\n\n"
-              "  slmctl bench phi3 --output result.json   (JSON file + text table)\n\n"
-              "  slmctl bench phi3 --csv -o result.csv --plot result.png\n\n"
-              "  slmctl bench phi3 --baseline result.json --max-regression 5%\n\n"
-              "  slmctl bench --history                  (past runs)\n\n"
-              "Output: the text table on stdout by default; --json, --csv or --markdown print that format "
-              "instead. With --output FILE the chosen format (JSON when none is chosen) goes to FILE and the "
-              "text table to stdout. Progress lines go to stderr. Peak memory is the resident memory of the "
-              "process during load and generation; without --isolate it includes what earlier runs left "
-              "in the process.\n\n"
-              "With --baseline, figures worse than the baseline's median by more than --max-regression fail "
-              "the run (exit 1) and are listed on stderr, with the configurations found on one side only; "
-              "a baseline that matches no configuration of the run (other models or settings) fails it "
-              "with exit 8. With --json that verdict is one JSON line on stderr.\n\n"
-              "Exit codes: 0 ok (and no regression), 1 failure or a regression against --baseline, 2 usage, "
-              "3 model not found, 7 device unavailable, 8 --baseline matched no configuration (nothing compared).",
+    "epilog": epilog(EXAMPLES, _NOTES),
 }
 
 _LIST = "N[,N...]"
@@ -116,8 +134,9 @@ def _chosen_format(json_output: bool, csv_output: bool, markdown_output: bool) -
     return chosen[0] if chosen else None
 
 
-def bench(app: Any, *, models: list[str], backend: Any = None, device: Any = None, threads: Any = None,
-          ctx: Any = None, prompt_tokens: Any = None, gen_tokens: Any = None, concurrency: Any = None,
+def bench(app: AppContext, *, models: list[str], backend: ListValue = None, device: ListValue = None,
+          threads: ListValue = None, ctx: ListValue = None, prompt_tokens: ListValue = None,
+          gen_tokens: ListValue = None, concurrency: ListValue = None,
           repetitions: int = 3,
           warmup: int = 1, isolate: bool = False, fmt: str | None = None, output: Path | None = None,
           plot: Path | None = None, history: bool = False, baseline: Path | None = None,
@@ -186,8 +205,8 @@ def bench(app: Any, *, models: list[str], backend: Any = None, device: Any = Non
         _gate(app, document, *gate, baseline=baseline, fmt=fmt)
 
 
-def _measure(app: Any, engine: Any, manifests: dict[str, Any], configs: list[Any], *, repetitions: int,
-             warmup: int, isolate: bool) -> Any:
+def _measure(app: AppContext, engine: Engine, manifests: dict[str, Manifest], configs: list[BenchConfig], *,
+             repetitions: int, warmup: int, isolate: bool) -> BenchDocument:
     """Run the matrix (progress on stderr) and build the result document."""
     from slmctl import __version__
     from slmctl.bench.model import ModelInfo
@@ -218,7 +237,7 @@ def _measure(app: Any, engine: Any, manifests: dict[str, Any], configs: list[Any
                           runtimes=_runtimes(), settings=settings, slmctl_version=__version__)
 
 
-def _machine() -> dict[str, Any]:
+def _machine() -> dict[str, object]:
     from slmctl import diagnostics
 
     return diagnostics.collect()
@@ -246,7 +265,7 @@ def _runtimes() -> dict[str, str | None]:
     return versions
 
 
-def _render(document: Any, fmt: str | None, *, width: int = 80, color: bool = False) -> str:
+def _render(document: BenchDocument, fmt: str | None, *, width: int = 80, color: bool = False) -> str:
     from slmctl.bench import report
 
     if fmt == "json":
@@ -258,12 +277,12 @@ def _render(document: Any, fmt: str | None, *, width: int = 80, color: bool = Fa
     return report.to_text(document, width=width, color=color)
 
 
-def _write(stream: Any, text: str) -> None:
+def _write(stream: IO[str], text: str) -> None:
     stream.write(text if text.endswith("\n") else text + "\n")
     stream.flush()
 
 
-def _emit(app: Any, document: Any, *, fmt: str | None, output: Path | None) -> None:
+def _emit(app: AppContext, document: BenchDocument, *, fmt: str | None, output: Path | None) -> None:
     """stdout: the chosen format (text by default); with --output, FILE gets the chosen format (JSON by
     default) and stdout the text table."""
     import shutil
@@ -284,8 +303,8 @@ def _emit(app: Any, document: Any, *, fmt: str | None, output: Path | None) -> N
         _write(app.stdout, _render(document, fmt, width=width, color=app.color and fmt is None))
 
 
-def _gate(app: Any, document: Any, baseline_doc: Any, threshold: float, *, baseline: Path | None,
-          fmt: str | None = None) -> None:
+def _gate(app: AppContext, document: BenchDocument, baseline_doc: BenchDocument, threshold: float, *,
+          baseline: Path | None, fmt: str | None = None) -> None:
     """Compare with the baseline: the verdict on stderr (one JSON line with --json, else text), listing the
     configurations unmatched on each side; exit 1 when anything regressed, 8 when nothing was compared."""
     import json
@@ -329,7 +348,7 @@ models_app = typer.Typer(
 )
 def models_test(
     ctx: typer.Context,
-    model: str = typer.Argument(..., help="Model name[:tag].", show_default=False),
+    model: ModelName,
     benchmark: bool = typer.Option(False, "--benchmark", help="Benchmark the model (required)."),
     json_output: bool = typer.Option(False, "--json", help="Print the result document as JSON."),
 ) -> None:

@@ -2,15 +2,17 @@
 lookup of a stored model by name with a did-you-mean when it is not there (``show``, ``rm``, ``cp``,
 ``bench``, ``embed``; ``run`` and ``FROM`` get theirs from the pull service, which also knows the catalog).
 
-The streams and the environment are injected (httpie style), so tests drive the real CLI without
-patching anything.
+The streams and the environment are injected (httpie style): :func:`slmctl.cli.app.main` builds the
+context from ``os.environ`` and the ``sys`` streams, or takes one given (tests drive the real CLI in
+process with their own streams and environment); nothing below it reaches for ``os.environ`` or ``sys``.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -34,13 +36,34 @@ class AppContext:
     """What a command needs from its surroundings."""
 
     settings: Settings
+    env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     stdin: IO[str] = field(default_factory=lambda: sys.stdin)
     stdout: IO[str] = field(default_factory=lambda: sys.stdout)
     stderr: IO[str] = field(default_factory=lambda: sys.stderr)
 
     @classmethod
-    def create(cls, *, home: Path | None = None, debug: bool = False) -> AppContext:
-        return cls(settings=Settings.from_env(os.environ, home=home, debug=debug))
+    def create(cls, *, home: Path | None = None, debug: bool = False, env: Mapping[str, str] | None = None,
+               stdin: IO[str] | None = None, stdout: IO[str] | None = None,
+               stderr: IO[str] | None = None) -> AppContext:
+        """A context for ``env`` (default: this process's) and the given streams (default: ``sys``'s)."""
+        env = dict(os.environ) if env is None else env
+        return cls(settings=Settings.from_env(env, home=home, debug=debug), env=env,
+                   stdin=stdin or sys.stdin, stdout=stdout or sys.stdout, stderr=stderr or sys.stderr)
+
+    def with_options(self, *, home: Path | None, debug: bool) -> AppContext:
+        """This context with the global options (``--home``, ``--debug``) applied to its settings."""
+        return replace(self, settings=Settings.from_env(self.env, home=home, debug=debug))
+
+    @property
+    def debug(self) -> bool:
+        """``--debug`` or ``SLMCTL_DEBUG``: tracebacks and runtime logs on errors."""
+        return self.settings.debug
+
+    @property
+    def binary_stdout(self) -> IO[bytes]:
+        """The byte stream under :attr:`stdout` (``export -o -``)."""
+        self.stdout.flush()
+        return self.stdout.buffer  # type: ignore[attr-defined, no-any-return]
 
     @property
     def stdin_is_tty(self) -> bool:
@@ -52,7 +75,7 @@ class AppContext:
 
     @property
     def color(self) -> bool:
-        return self.stdout_is_tty and "NO_COLOR" not in os.environ
+        return self.stdout_is_tty and "NO_COLOR" not in self.env
 
     def store(self) -> ModelStore:
         from slmctl.store import ModelStore

@@ -4,10 +4,18 @@ from __future__ import annotations
 
 import typer
 
+from slmctl.cli.usage import epilog
+
+#: The examples of the help page, one command line each.
+EXAMPLES = [
+    'slmctl cp tiny tiny:backup',
+    'slmctl cp qwen2.5:0.5b team/assistant:v1',
+]
+
 COMMAND = {
     "name": "cp",
     "help": "Copy a model to a new name (no data is copied: the files are shared).",
-    "epilog": "Examples:\n\n  slmctl cp tiny tiny:backup\n\n  slmctl cp qwen2.5:0.5b team/assistant:v1",
+    "epilog": epilog(EXAMPLES),
 }
 
 
@@ -26,4 +34,4 @@ def command(
     except ModelNotFound as error:
         ctx.obj.with_suggestions(error, [source], store)
         raise
-    typer.echo(f"copied '{src}' to '{dst}'")
+    typer.echo(f"copied '{src}' to '{dst}'", file=ctx.obj.stdout)

@@ -13,12 +13,20 @@ from typing import Any
 
 import typer
 
+from slmctl.cli.usage import epilog
+
+#: The examples of the help page, one command line each.
+EXAMPLES = [
+    'slmctl doctor',
+    'slmctl --debug doctor',
+    'slmctl doctor --json | jq -r .selection.onnx',
+]
+
 COMMAND = {
     "name": "doctor",
     "help": "Check the hardware, runtimes and devices.\n\nShows CPU, memory, GPUs and NPUs, which devices and "
             "execution providers each runtime can really use here, and the device 'run' would pick.",
-    "epilog": "Examples:\n\n  slmctl doctor\n\n  slmctl --debug doctor\n\n"
-              "  slmctl doctor --json | jq -r .selection.onnx",
+    "epilog": epilog(EXAMPLES),
 }
 
 _UNKNOWN = "unknown"
@@ -98,6 +106,6 @@ def command(
 
     report = collect()
     if json_output:
-        print_json(report)
+        print_json(report, ctx.obj.stdout)
         return
-    typer.echo(render(report, debug=ctx.obj.settings.debug))
+    typer.echo(render(report, debug=ctx.obj.settings.debug), file=ctx.obj.stdout)

@@ -10,22 +10,33 @@ from typing import Optional
 
 import typer
 
+from slmctl.cli.params import ModelName, RunDevice
+from slmctl.cli.usage import epilog
+
+#: The examples of the help page, one command line each.
+EXAMPLES = [
+    'slmctl embed nomic-embed-text "The sky is blue" "Grass is green"',
+    "cat doc.txt | slmctl embed my-encoder | jq '.embeddings[0] | length'",
+]
+
+_NOTES = (
+    'Output: {"model", "embeddings": [[...], ...]} with L2-normalised vectors, as Ollama\'s '
+    "/api/embed.\n\nExit codes: 2 when the model cannot embed (an ONNX text generator), as 'slmctl run' with "
+    'an embedding model; 3 when the model is not stored.'
+)
+
 COMMAND = {
     "name": "embed",
     "help": "Print embedding vectors of texts as JSON (one per TEXT, or stdin as one text).",
-    "epilog": "Examples:\n\n  slmctl embed nomic-embed-text \"The sky is blue\" \"Grass is green\"\n\n"
-    "  cat doc.txt | slmctl embed my-encoder | jq '.embeddings[0] | length'\n\n"
-    "Output: {\"model\", \"embeddings\": [[...], ...]} with L2-normalised vectors, as Ollama's /api/embed.\n\n"
-    "Exit codes: 2 when the model cannot embed (an ONNX text generator), as 'slmctl run' with an embedding "
-    "model; 3 when the model is not stored.",
+    "epilog": epilog(EXAMPLES, _NOTES),
 }
 
 
 def command(
     ctx: typer.Context,
-    name: str = typer.Argument(..., help="Model name[:tag].", show_default=False),
+    name: ModelName,
     texts: Optional[list[str]] = typer.Argument(None, help="Texts to embed.", show_default=False),
-    device: Optional[str] = typer.Option(None, "--device", help="npu, gpu, cpu or a provider/device name."),
+    device: RunDevice = None,
 ) -> None:
     import time
 

@@ -6,27 +6,36 @@ from pathlib import Path
 
 import typer
 
+from slmctl.cli.params import ModelNames
+from slmctl.cli.usage import epilog
+
+#: The examples of the help page, one command line each.
+EXAMPLES = [
+    'slmctl export tiny -o tiny.slmctl.tar',
+    'slmctl export tiny tiny-onnx -o models.tar',
+    "slmctl export tiny -o - | ssh airgapped 'cat > tiny.tar'",
+]
+
+_NOTES = (
+    "Then, on the other machine: slmctl import tiny.slmctl.tar\n\nThe bundle holds the models' manifests "
+    '(bundle.json) and every file they use, each once; it is written to FILE.partial and renamed when '
+    'complete. Files are re-hashed while written: a damaged model in the store exits with code 6.'
+)
+
 COMMAND = {
     "name": "export",
     "help": "Export models into one bundle file (a tar archive) to import on another machine.",
-    "epilog": "Examples:\n\n  slmctl export tiny -o tiny.slmctl.tar\n\n"
-    "  slmctl export tiny tiny-onnx -o models.tar\n\n"
-    "  slmctl export tiny -o - | ssh airgapped 'cat > tiny.tar'\n\n"
-    "Then, on the other machine: slmctl import tiny.slmctl.tar\n\n"
-    "The bundle holds the models' manifests (bundle.json) and every file they use, each once; "
-    "it is written to FILE.partial and renamed when complete. Files are re-hashed while written: "
-    "a damaged model in the store exits with code 6.",
+    "epilog": epilog(EXAMPLES, _NOTES),
 }
 
 
 def command(
     ctx: typer.Context,
-    names: list[str] = typer.Argument(..., help="Model names[:tag].", show_default=False),
+    names: ModelNames,
     output: str = typer.Option(..., "--output", "-o", help="The bundle file to write ('-' for stdout).",
                                show_default=False),
 ) -> None:
     import os
-    import sys
 
     from slmctl.cli.output import human_size
     from slmctl.errors import OperationFailed, UsageError
@@ -39,8 +48,9 @@ def command(
         if ctx.obj.stdout_is_tty:
             raise UsageError("refusing to write a binary bundle to a terminal",
                              hint="redirect stdout to a file or a pipe, or use -o FILE")
-        export_bundle(store, refs, sys.stdout.buffer)
-        sys.stdout.buffer.flush()
+        out = ctx.obj.binary_stdout
+        export_bundle(store, refs, out)
+        out.flush()
         return
     target = Path(output).expanduser()
     if target.is_dir():
@@ -65,4 +75,4 @@ def command(
     sizes = {item.digest: item.size for m in manifests for item in [*m.files, *m.layers]}
     models = ", ".join(str(m.ref) for m in manifests)
     files = f"{len(sizes)} file{'s' if len(sizes) != 1 else ''}"
-    typer.echo(f"exported {models} to {target} ({files}, {human_size(sum(sizes.values()))})")
+    typer.echo(f"exported {models} to {target} ({files}, {human_size(sum(sizes.values()))})", file=ctx.obj.stdout)

@@ -7,24 +7,32 @@ from typing import Optional
 
 import typer
 
+from slmctl.cli.usage import epilog
+
+#: The examples of the help page, one command line each.
+EXAMPLES = [
+    'slmctl import ./qwen2.5-0.5b-instruct-q4_k_m.gguf',
+    'slmctl import ~/models/tiny.gguf --name tiny:v1',
+    'slmctl import ./Phi-4-mini-instruct-onnx/cpu-int4-rtn-block-32 --name phi4-mini-onnx',
+    'slmctl import ./models.tar',
+]
+
+_NOTES = (
+    'A GGUF file is checked (header, metadata, every tensor inside the file) and an ONNX GenAI folder for '
+    'genai_config.json, its model files, tokenizer.json and tokenizer_config.json, before anything enters the '
+    "store; a corrupt, truncated or incomplete model exits with code 4.\n\nA bundle written by 'slmctl "
+    "export' brings every model it holds, under their original names (--name only for a bundle of one model); "
+    'every file is checked against its sha256 digest before anything enters the store: a damaged bundle exits '
+    'with code 6, a truncated one with code 4. With --json, a bundle of several models prints an array.\n\nA '
+    'name that already belongs to a different model is refused (exit 2) unless --force; importing the same '
+    'model again is always fine and repairs a damaged stored copy of its files (the damaged copy is moved to '
+    "the store's quarantine/ folder). Ctrl-C leaves either the model stored (exit 0) or nothing (exit 130)."
+)
+
 COMMAND = {
     "name": "import",
     "help": "Import a local .gguf file, ONNX model folder or bundle (from 'slmctl export') into the store.",
-    "epilog": "Examples:\n\n  slmctl import ./qwen2.5-0.5b-instruct-q4_k_m.gguf\n\n"
-    "  slmctl import ~/models/tiny.gguf --name tiny:v1\n\n"
-    "  slmctl import ./Phi-4-mini-instruct-onnx/cpu-int4-rtn-block-32 --name phi4-mini-onnx\n\n"
-    "  slmctl import ./models.tar\n\n"
-    "A GGUF file is checked (header, metadata, every tensor inside the file) and an ONNX GenAI folder "
-    "for genai_config.json, its model files, tokenizer.json and tokenizer_config.json, before anything "
-    "enters the store; a corrupt, truncated or incomplete model exits with code 4.\n\n"
-    "A bundle written by 'slmctl export' brings every model it holds, under their original names "
-    "(--name only for a bundle of one model); every file is checked against its sha256 digest before "
-    "anything enters the store: a damaged bundle exits with code 6, a truncated one with code 4. "
-    "With --json, a bundle of several models prints an array.\n\n"
-    "A name that already belongs to a different model is refused (exit 2) unless --force; importing the "
-    "same model again is always fine and repairs a damaged stored copy of its files (the damaged copy is "
-    "moved to the store's quarantine/ folder). Ctrl-C leaves either the model stored (exit 0) or nothing "
-    "(exit 130).",
+    "epilog": epilog(EXAMPLES, _NOTES),
 }
 
 
@@ -43,7 +51,7 @@ def command(
     from slmctl.store.interrupts import hold_after_commit
 
     def notice(message: str) -> None:
-        typer.echo(f"warning: {message}", err=True)
+        typer.echo(f"warning: {message}", file=ctx.obj.stderr)
 
     with hold_after_commit() as hold:  # once stored, Ctrl-C no longer turns success into exit 130
         if is_bundle(path.expanduser()):
@@ -55,10 +63,10 @@ def command(
             manifests = [import_path(ctx.obj.store(), path, name, force=force, on_notice=notice)]
         entries = [list_entry(manifest) for manifest in manifests]
         if json_output:
-            print_json(entries[0] if len(entries) == 1 else entries)
+            print_json(entries[0] if len(entries) == 1 else entries, ctx.obj.stdout)
         else:
             for manifest, entry in zip(manifests, entries):
                 typer.echo(f"imported {entry['name']} ({manifest.format}, {human_size(entry['size'])}, "
-                           f"{entry['digest'].removeprefix('sha256:')[:12]})")
+                           f"{entry['digest'].removeprefix('sha256:')[:12]})", file=ctx.obj.stdout)
         if hold.interrupted_late:
             notice("interrupted after the model was stored: it was kept")

@@ -59,14 +59,13 @@ def parse_expiry(text: str) -> timedelta | None:
 
 def _audit(ctx: typer.Context, event: str, **fields: Any) -> None:
     import getpass
-    import os
 
     from slmctl.security.audit import DEFAULT_MAX_BYTES, STDOUT, AuditLog
     from slmctl.security.config import parse_size
 
-    destination = os.environ.get("SLMCTL_AUDIT_LOG", "").strip() or None
+    destination = ctx.obj.env.get("SLMCTL_AUDIT_LOG", "").strip() or None
     try:
-        max_bytes = parse_size(os.environ.get("SLMCTL_AUDIT_MAX_SIZE") or DEFAULT_MAX_BYTES)
+        max_bytes = parse_size(ctx.obj.env.get("SLMCTL_AUDIT_MAX_SIZE") or DEFAULT_MAX_BYTES)
     except ValueError:
         max_bytes = DEFAULT_MAX_BYTES  # the server reports a bad value; the key's audit line is written anyway
     audit = AuditLog.at(None if destination == STDOUT else destination, ctx.obj.settings.home, max_bytes)

@@ -7,17 +7,29 @@ from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
+from slmctl.cli.params import VariantDevice
+from slmctl.cli.usage import epilog
+
 if TYPE_CHECKING:
     from slmctl.catalog import Catalog
     from slmctl.store.manifest import Manifest
 
+#: The examples of the help page, one command line each.
+EXAMPLES = [
+    'slmctl list',
+    "slmctl list --json | jq -r '.[].name'",
+    'slmctl list --available --size small --type code',
+]
+
+_NOTES = (
+    'With --available, INSTALLED says whether the files of the variant shown are in the store (by digest, or '
+    "as pulled from that variant's source), whatever the stored models are named."
+)
+
 COMMAND = {
     "name": "list",
     "help": "List the models in the store (--available: the catalog of models that can be pulled).",
-    "epilog": "Examples:\n\n  slmctl list\n\n  slmctl list --json | jq -r '.[].name'\n\n"
-              "  slmctl list --available --size small --type code\n\n"
-              "With --available, INSTALLED says whether the files of the variant shown are in the store "
-              "(by digest, or as pulled from that variant's source), whatever the stored models are named.",
+    "epilog": epilog(EXAMPLES, _NOTES),
 }
 
 _FILTERS = {"size": ("tiny", "small", "medium", "large"), "type": ("chat", "code", "reasoning", "embedding"),
@@ -31,7 +43,7 @@ def command(
     size: Optional[str] = typer.Option(None, "--size", help="With --available: tiny, small, medium or large."),
     type_: Optional[str] = typer.Option(None, "--type", help="With --available: chat, code, reasoning or embedding."),
     format_: Optional[str] = typer.Option(None, "--format", help="With --available: gguf or onnx."),
-    device: Optional[str] = typer.Option(None, "--device", help="With --available: cpu, gpu or npu."),
+    device: VariantDevice = None,
 ) -> None:
     from slmctl.errors import UsageError
 
@@ -59,15 +71,15 @@ def _list_store(ctx: typer.Context, json_output: bool) -> None:
     store = ctx.obj.store()
     manifests, problems = store.list_with_problems()
     for problem in problems:
-        typer.echo(f"warning: skipped a damaged manifest: {problem.path} ({problem.reason})", err=True)
+        typer.echo(f"warning: skipped a damaged manifest: {problem.path} ({problem.reason})", file=ctx.obj.stderr)
     entries = [list_entry(m) for m in manifests]
     if json_output:
-        print_json(entries)
+        print_json(entries, ctx.obj.stdout)
         return
     rows = [[e["name"], e["digest"].removeprefix("sha256:")[:12], e["format"], e["parameter_size"] or "-",
              e["quantization"] or "-", human_size(e["size"]), time_ago(datetime.fromisoformat(e["modified_at"]))]
             for e in entries]
-    table(["NAME", "ID", "FORMAT", "PARAMS", "QUANT", "SIZE", "MODIFIED"], rows)
+    table(["NAME", "ID", "FORMAT", "PARAMS", "QUANT", "SIZE", "MODIFIED"], rows, ctx.obj.stdout)
 
 
 def available_entries(catalog: Catalog, manifests: list[Manifest], *, usable_gguf: list[str],
@@ -131,7 +143,7 @@ def _list_available(ctx: typer.Context, json_output: bool, wanted: dict[str, str
                               usable_onnx=usable_onnx_providers(), size=wanted["size"], type=wanted["type"],
                               format=wanted["format"], device=wanted["device"])
     if json_output:
-        print_json(items)
+        print_json(items, ctx.obj.stdout)
         return
     rows = []
     for item in items:
@@ -139,4 +151,4 @@ def _list_available(ctx: typer.Context, json_output: bool, wanted: dict[str, str
         rows.append([item["name"], item["task"], item["parameter_size"],
                      human_size(sel["size"]) if sel.get("size") else "-", sel.get("format", "-"),
                      sel.get("run_device", "-"), sel.get("quant", "-"), "yes" if item["installed"] else "no"])
-    table(["NAME", "TASK", "PARAMS", "SIZE", "FORMAT", "DEVICE", "QUANT", "INSTALLED"], rows)
+    table(["NAME", "TASK", "PARAMS", "SIZE", "FORMAT", "DEVICE", "QUANT", "INSTALLED"], rows, ctx.obj.stdout)

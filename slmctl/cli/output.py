@@ -6,7 +6,6 @@ Only plain text here (no colours, no redraws), so output is the same in a termin
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import IO, Any
@@ -16,9 +15,9 @@ from slmctl.units import human_size
 __all__ = ["duration", "human_size", "print_json", "result_object", "stats_lines", "table", "time_ago"]
 
 
-def print_json(data: Any, stream: IO[str] | None = None) -> None:
+def print_json(data: Any, stream: IO[str]) -> None:
     """One JSON document, indented, followed by a newline."""
-    out = stream or sys.stdout
+    out = stream
     out.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
     out.flush()
 
@@ -44,9 +43,9 @@ def duration(ns: int) -> str:
     return f"{ns / 1e3:.3f}µs"
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]], stream: IO[str] | None = None) -> None:
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], stream: IO[str]) -> None:
     """Left-aligned columns separated by at least three spaces (stable for ``awk``/``cut``)."""
-    out = stream or sys.stdout
+    out = stream
     widths = [max(len(str(cell)) for cell in col) for col in zip(headers, *rows)]
     for row in (headers, *rows):
         cells = [str(c).ljust(w) for c, w in zip(row, widths)]

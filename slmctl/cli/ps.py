@@ -7,11 +7,19 @@ from typing import Any
 
 import typer
 
+from slmctl.cli.usage import epilog
+
+#: The examples of the help page, one command line each.
+EXAMPLES = [
+    'slmctl ps',
+    "slmctl ps --json | jq -r '.[].name'",
+    'SLMCTL_HOST=10.0.0.5:11434 slmctl ps',
+]
+
 COMMAND = {
     "name": "ps",
     "help": "List the models loaded by the server at SLMCTL_HOST (default 127.0.0.1:11434).",
-    "epilog": "Examples:\n\n  slmctl ps\n\n  slmctl ps --json | jq -r '.[].name'\n\n"
-    "  SLMCTL_HOST=10.0.0.5:11434 slmctl ps",
+    "epilog": epilog(EXAMPLES),
 }
 
 
@@ -22,7 +30,7 @@ def command(
     from slmctl.cli.output import human_size, print_json, table
     from slmctl.server_client import ServerClient
 
-    models = ServerClient.from_env().get("/api/ps")["models"]
+    models = ServerClient.from_env(ctx.obj.env).get("/api/ps")["models"]
     if json_output:
         print_json(models, ctx.obj.stdout)
         return

@@ -2,28 +2,37 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any, Optional
 
 import typer
 
+from slmctl.cli.params import VariantDevice
+from slmctl.cli.usage import epilog
+
+#: The examples of the help page, one command line each.
+EXAMPLES = [
+    'slmctl pull qwen2.5:0.5b',
+    'slmctl pull phi4-mini --format onnx --device gpu',
+    'slmctl pull hf.co/bartowski/Llama-3.2-1B-Instruct-GGUF:Q8_0',
+    'slmctl pull hf://onnx-community/Qwen2.5-0.5B-Instruct/onnx   (an ONNX GenAI folder)',
+    'slmctl pull ollama://qwen2.5:3b',
+    'slmctl pull https://example.com/models/model-Q4_K_M.gguf --sha256 <hex>',
+    "slmctl pull qwen2.5:0.5b --json   (NDJSON events, like Ollama's /api/pull)",
+]
+
+_NOTES = (
+    "A catalog name picks the variant for this machine (see 'slmctl list --available'); --format, --quant and "
+    '--device override the choice. Every file is checked against its published sha256 digest (exit 6 on a '
+    'mismatch, nothing is stored); an interrupted pull resumes where it stopped when run again. With --json a '
+    'failed pull ends the stream with {"status": "error", "error": "..."} (the error line and the exit code '
+    'are as without it). Environment: HF_ENDPOINT, HF_TOKEN (gated models), SLMCTL_OLLAMA_REGISTRY, '
+    'HTTPS_PROXY, SSL_CERT_FILE; SLMCTL_OFFLINE=1 forbids downloads (exit 5).'
+)
+
 COMMAND = {
     "name": "pull",
     "help": "Download a model from the catalog, Hugging Face, an Ollama registry or a URL into the store.",
-    "epilog": "Examples:\n\n  slmctl pull qwen2.5:0.5b\n\n"
-    "  slmctl pull phi4-mini --format onnx --device gpu\n\n"
-    "  slmctl pull hf.co/bartowski/Llama-3.2-1B-Instruct-GGUF:Q8_0\n\n"
-    "  slmctl pull hf://onnx-community/Qwen2.5-0.5B-Instruct/onnx   (an ONNX GenAI folder)\n\n"
-    "  slmctl pull ollama://qwen2.5:3b\n\n"
-    "  slmctl pull https://example.com/models/model-Q4_K_M.gguf --sha256 <hex>\n\n"
-    "  slmctl pull qwen2.5:0.5b --json   (NDJSON events, like Ollama's /api/pull)\n\n"
-    "A catalog name picks the variant for this machine (see 'slmctl list --available'); --format, --quant "
-    "and --device override the choice. Every file is checked against its published sha256 digest (exit 6 on "
-    "a mismatch, nothing is stored); an interrupted pull resumes where it stopped when run again. With --json "
-    "a failed pull ends the stream with {\"status\": \"error\", \"error\": \"...\"} (the error line and the exit "
-    "code are as without it). "
-    "Environment: HF_ENDPOINT, HF_TOKEN (gated models), SLMCTL_OLLAMA_REGISTRY, HTTPS_PROXY, SSL_CERT_FILE; "
-    "SLMCTL_OFFLINE=1 forbids downloads (exit 5).",
+    "epilog": epilog(EXAMPLES, _NOTES),
 }
 
 
@@ -33,7 +42,7 @@ def command(
                                show_default=False),
     format_: Optional[str] = typer.Option(None, "--format", help="gguf or onnx (catalog models)."),
     quant: Optional[str] = typer.Option(None, "--quant", help="Quantisation, e.g. Q4_K_M, Q8_0, INT4."),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, gpu or npu: the device the variant is for."),
+    device: VariantDevice = None,
     insecure: bool = typer.Option(False, "--insecure", help="Allow plain http:// sources."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON progress event per line (NDJSON)."),
@@ -53,7 +62,7 @@ def command(
         from slmctl.events import wire_handler
 
         try:
-            pull(app.store(), app.settings, name, env=os.environ, format=format_, quant=quant, device=device,
+            pull(app.store(), app.settings, name, env=app.env, format=format_, quant=quant, device=device,
                  insecure=insecure, on_event=wire_handler(print_event),
                  sha256=_expected_digest(name, sha256, insecure))
         except BaseException as error:  # the stream ends with an error event, then the usual error and exit code
@@ -64,14 +73,14 @@ def command(
     from slmctl.cli.progress import pull_progress
 
     with pull_progress(app.stderr, quiet=quiet) as on_event:
-        manifest = pull(app.store(), app.settings, name, env=os.environ, format=format_, quant=quant,
+        manifest = pull(app.store(), app.settings, name, env=app.env, format=format_, quant=quant,
                         device=device, insecure=insecure, on_event=on_event, sha256=digest)
     if quiet:
         return
     from slmctl.cli.output import human_size
 
     typer.echo(f"pulled {manifest.ref} ({manifest.format}, {human_size(manifest.total_size)}, "
-               f"{manifest.digest().removeprefix('sha256:')[:12]})")
+               f"{manifest.digest().removeprefix('sha256:')[:12]})", file=ctx.obj.stdout)
 
 
 def _error_text(error: BaseException) -> str:

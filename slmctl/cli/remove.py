@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import typer
 
+from slmctl.cli.usage import epilog
+
+from slmctl.cli.params import ModelNames
+
+#: The examples of the help page, one command line each.
+EXAMPLES = [
+    'slmctl rm tiny',
+    'slmctl rm tiny:v1 tiny:v2',
+]
+
 COMMAND = {
     "name": "rm",
     "help": "Remove models from the store (files shared with other models are kept).",
-    "epilog": "Examples:\n\n  slmctl rm tiny\n\n  slmctl rm tiny:v1 tiny:v2",
+    "epilog": epilog(EXAMPLES),
 }
 
 
 def command(
     ctx: typer.Context,
-    names: list[str] = typer.Argument(..., help="Model names[:tag].", show_default=False),
+    names: ModelNames,
 ) -> None:
     """Remove every model that exists; the names that do not are reported once, together, at the end
     (exit 3), after the others were removed."""
@@ -34,7 +44,7 @@ def command(
         except SlmctlError as exc:
             failures.append(exc)
             continue
-        typer.echo(f"deleted '{ref}' (freed {human_size(result.freed_bytes)})")
+        typer.echo(f"deleted '{ref}' (freed {human_size(result.freed_bytes)})", file=ctx.obj.stdout)
     if missing:
         shown = [f"'{ref}'" for _, ref in missing]
         what = f"model {shown[0]}" if len(shown) == 1 else f"models {', '.join(shown[:-1])} and {shown[-1]}"

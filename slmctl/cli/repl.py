@@ -9,7 +9,12 @@ Ctrl-C stops an answer; Ctrl-D or ``/bye`` leaves.
 from __future__ import annotations
 
 import json
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from slmctl.chat import ChatSession
+    from slmctl.cli.context import AppContext
 
 HELP = """Available commands:
   /set parameter KEY VALUE   Set a parameter (e.g. /set parameter temperature 0.2)
@@ -27,7 +32,7 @@ Use \"\"\" to begin and end a multi-line message. Ctrl-C stops an answer, Ctrl-D
 class Repl:
     """A read-eval-print loop over a :class:`~slmctl.chat.ChatSession`."""
 
-    def __init__(self, app: Any, session: Any, *, verbose: bool = False) -> None:
+    def __init__(self, app: AppContext, session: ChatSession, *, verbose: bool = False) -> None:
         self.app = app
         self.session = session
         self.verbose = verbose
@@ -35,7 +40,7 @@ class Repl:
         self._told_dropped = False
 
     # -- terminal ------------------------------------------------------------------------------
-    def _setup_history(self) -> Any:
+    def _setup_history(self) -> ModuleType | None:
         try:
             import readline
         except ImportError:  # pragma: no cover - Windows without pyreadline
@@ -50,7 +55,7 @@ class Repl:
         readline.set_history_length(1000)
         return readline
 
-    def _save_history(self, readline: Any) -> None:
+    def _save_history(self, readline: ModuleType | None) -> None:
         if readline is not None:
             try:
                 readline.write_history_file(str(self.app.settings.repl_history_file))
@@ -162,7 +167,7 @@ class Repl:
         what = args[0].lower() if args else ""
         if what == "parameter" and len(args) >= 3:
             key = args[1]
-            raw: Any = args[2:] if key.lower() == "stop" else " ".join(args[2:])
+            raw: str | list[str] = args[2:] if key.lower() == "stop" else " ".join(args[2:])
             name = self.session.set_parameter(key, raw)
             self._say(f"Set parameter '{name}' to '{' '.join(args[2:])}'")
         elif what == "system" and len(args) >= 2:

@@ -2,38 +2,54 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
+
+from slmctl.cli.params import ModelName, Params, RunDevice, parse_format, parse_pairs
+from slmctl.cli.usage import epilog
+
+if TYPE_CHECKING:
+    from slmctl.backends.base import Stats
+    from slmctl.chat import ChatSession
+    from slmctl.cli.context import AppContext
+    from slmctl.engine import Engine
+    from slmctl.store import Manifest
+
+#: The examples of the help page, one command line each.
+EXAMPLES = [
+    'slmctl run tiny "Explain quantum computing"',
+    'cat report.txt | slmctl run tiny "Summarise this in 3 bullet points"',
+    'echo hi | slmctl run tiny --json --max-tokens 16',
+    'slmctl run tiny "List 3 colours" --format json --seed 42 --param temperature=0.2',
+    'slmctl run tiny            (interactive chat; /? for help)',
+]
+
+_NOTES = (
+    'Parameters (--param KEY=VALUE): temperature, top_k, top_p, min_p, typical_p, repeat_penalty, '
+    'repeat_last_n, presence_penalty, frequency_penalty, seed, num_predict, stop, num_ctx, num_batch, '
+    'num_gpu, main_gpu, num_thread, use_mmap, flash_attn.'
+)
 
 COMMAND = {
     "name": "run",
     "help": "Run a model: answer PROMPT (and/or piped stdin), or chat interactively.",
-    "epilog": "Examples:\n\n  slmctl run tiny \"Explain quantum computing\"\n\n"
-    "  cat report.txt | slmctl run tiny \"Summarise this in 3 bullet points\"\n\n"
-    "  echo hi | slmctl run tiny --json --max-tokens 16\n\n"
-    "  slmctl run tiny \"List 3 colours\" --format json --seed 42 --param temperature=0.2\n\n"
-    "  slmctl run tiny            (interactive chat; /? for help)\n\n"
-    "Parameters (--param KEY=VALUE): temperature, top_k, top_p, min_p, typical_p, repeat_penalty, "
-    "repeat_last_n, presence_penalty, frequency_penalty, seed, num_predict, stop, num_ctx, num_batch, "
-    "num_gpu, main_gpu, num_thread, use_mmap, flash_attn.",
+    "epilog": epilog(EXAMPLES, _NOTES),
 }
 
 
 def command(
     ctx: typer.Context,
-    name: str = typer.Argument(..., help="Model name[:tag].", show_default=False),
+    name: ModelName,
     prompt: Optional[list[str]] = typer.Argument(None, help="The prompt (words are joined).", show_default=False),
     system: Optional[str] = typer.Option(None, "--system", help="System prompt (replaces the model's)."),
-    param: list[str] = typer.Option([], "--param", "-p", help="KEY=VALUE model parameter; repeatable."),
+    param: Params = [],
     format_: Optional[str] = typer.Option(None, "--format", help="'json' (or a JSON schema) to constrain the answer."),
     max_tokens: Optional[int] = typer.Option(None, "--max-tokens", help="Maximum tokens to generate (num_predict)."),
     temperature: Optional[float] = typer.Option(None, "--temperature", help="Sampling temperature."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Random seed, for reproducible answers."),
     backend: Optional[str] = typer.Option(None, "--backend", help="gguf or onnx (must match the model's format)."),
-    device: Optional[str] = typer.Option(
-        None, "--device", help="npu, gpu, cpu or a name: cuda, metal, vulkan, rocm, dml, qnn, openvino, webgpu "
-        "(default: the best usable, npu > gpu > cpu)."),
+    device: RunDevice = None,
     provider_option: list[str] = typer.Option(
         [], "--provider-option", help="KEY=VALUE passed to the ONNX execution provider; repeatable."),
     verbose: bool = typer.Option(False, "--verbose", help="Print timing statistics to stderr."),
@@ -71,11 +87,9 @@ def command(
             answer(app, session, text, verbose=verbose, json_output=json_output)
 
 
-def pull_if_missing(app: Any, engine: Any, name: str, *, insecure: bool = False) -> Any:
+def pull_if_missing(app: AppContext, engine: Engine, name: str, *, insecure: bool = False) -> Manifest:
     """The stored model; a .gguf file or ONNX folder given by path is imported, and a catalog alias or
     source reference not in the store is pulled, on first use (:mod:`slmctl.resolve`)."""
-    import os
-
     from slmctl.cli.progress import pull_progress
     from slmctl.resolve import resolve_model
 
@@ -84,43 +98,11 @@ def pull_if_missing(app: Any, engine: Any, name: str, *, insecure: bool = False)
         app.stderr.flush()
 
     with pull_progress(app.stderr) as on_event:
-        return resolve_model(engine.store, app.settings, name, env=os.environ, on_event=on_event, on_note=note,
+        return resolve_model(engine.store, app.settings, name, env=app.env, on_event=on_event, on_note=note,
                              insecure=insecure)
 
 
-def parse_pairs(pairs: list[str], flag: str) -> dict[str, str]:
-    """``KEY=VALUE`` strings into a dict (for flags without a typed table)."""
-    from slmctl.errors import UsageError
-
-    values = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise UsageError(f"invalid {flag} {pair!r}: expected KEY=VALUE")
-        values[key.strip()] = value
-    return values
-
-
-def parse_format(value: str | None) -> str | dict[str, Any] | None:
-    """``--format``: ``json`` or a JSON schema object given inline."""
-    if value is None:
-        return None
-    if value.strip().lower() == "json":
-        return "json"
-    import json
-
-    from slmctl.errors import UsageError
-
-    try:
-        schema = json.loads(value)
-    except ValueError:
-        schema = None
-    if not isinstance(schema, dict):
-        raise UsageError(f"invalid --format {value!r}", "use --format json, or a JSON schema object")
-    return schema
-
-
-def read_prompt(app: Any, words: list[str] | None) -> str | None:
+def read_prompt(app: AppContext, words: list[str] | None) -> str | None:
     """PROMPT from the arguments, with piped stdin prepended; None means: start the REPL."""
     from slmctl.errors import UsageError
 
@@ -135,7 +117,7 @@ def read_prompt(app: Any, words: list[str] | None) -> str | None:
     return text
 
 
-def answer(app: Any, session: Any, text: str, *, verbose: bool, json_output: bool) -> None:
+def answer(app: AppContext, session: ChatSession, text: str, *, verbose: bool, json_output: bool) -> None:
     """Answer one prompt: stream it (or print one JSON object), then the statistics with --verbose."""
     from slmctl.cli.output import print_json, result_object, stats_lines
 
@@ -166,7 +148,8 @@ def answer(app: Any, session: Any, text: str, *, verbose: bool, json_output: boo
         raise typer.Exit(int(ExitCode.INCOMPLETE))
 
 
-def format_problem(json_format: Any, text: str, stats: Any, *, num_predict: int = -1) -> str | None:
+def format_problem(json_format: str | dict[str, object] | None, text: str, stats: Stats | None, *,
+                   num_predict: int = -1) -> str | None:
     """Why an answer asked for with ``--format`` is not the JSON it promised; None when it is.
 
     A generation that ended on its token limit (``done_reason`` "length": ``--max-tokens``/``num_predict``

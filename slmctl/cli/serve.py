@@ -2,39 +2,50 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
+from slmctl.cli.usage import epilog
+
 from slmctl.security.config import SECURITY_KEYS
 from slmctl.server.config import CORE_KEYS, DEPLOY_KEYS
 from slmctl.server.ops_config import OPS_KEYS
+
+#: The examples of the help page, one command line each.
+EXAMPLES = [
+    'slmctl serve',
+    'slmctl serve --host 0.0.0.0:8080 --keep-alive 30m --preload tiny',
+    'curl http://localhost:11434/api/generate -d \'{"model": "tiny", "prompt": "Hi", "stream": false}\'',
+    'curl http://localhost:11434/v1/chat/completions -H \'Content-Type: application/json\' '
+    '-d \'{"model": "tiny", "messages": [{"role": "user", "content": "Hi"}]}\'',
+    'slmctl serve --config configs/production.json --print-config',
+    'slmctl serve --host 0.0.0.0:11434 --read-only-store --config /etc/slmctl/config.json',
+    'slmctl serve --host 0.0.0.0:11434 --tls-cert server.pem --tls-key server-key.pem',
+    'OpenAI SDKs: base_url="http://localhost:11434/v1" (any api_key while auth is off).',
+]
+
+_NOTES = (
+    "Environment (a flag wins over its variable; Ollama's variable is honoured when ours is unset): "
+    'SLMCTL_HOST / OLLAMA_HOST, SLMCTL_KEEP_ALIVE / OLLAMA_KEEP_ALIVE, SLMCTL_MAX_LOADED_MODELS / '
+    'OLLAMA_MAX_LOADED_MODELS, SLMCTL_NUM_PARALLEL / OLLAMA_NUM_PARALLEL, SLMCTL_MAX_QUEUE / '
+    'OLLAMA_MAX_QUEUE, SLMCTL_FLASH_ATTENTION / OLLAMA_FLASH_ATTENTION, SLMCTL_PRELOAD (names separated by '
+    'commas), SLMCTL_CONFIG.\n\nGuards, limits and logs: SLMCTL_ORIGINS / OLLAMA_ORIGINS, SLMCTL_MAX_PREDICT, '
+    'SLMCTL_MAX_CTX, SLMCTL_RATE_LIMIT, SLMCTL_REQUEST_TIMEOUT, SLMCTL_LOG_FORMAT, SLMCTL_METRICS_AUTH. '
+    'Metrics: GET /metrics and /api/metrics (Prometheus text format).\n\nAPI keys, TLS and the audit log: '
+    'SLMCTL_AUTH, SLMCTL_TLS_CERT, SLMCTL_TLS_KEY, SLMCTL_AUDIT_LOG, SLMCTL_AUDIT_MAX_SIZE, '
+    'SLMCTL_LOG_PROMPTS, SLMCTL_KEYS_FILE (the key file, default $SLMCTL_HOME/keys.json). Auth is on unless '
+    "the address is loopback: create keys with 'slmctl keys create NAME --role user|admin'; clients send "
+    "'Authorization: Bearer KEY' or 'x-api-key: KEY'.\n\nHealth: GET /api/health and /livez (200 while "
+    'serving), /readyz (200 once --preload models are loaded).'
+)
 
 COMMAND = {
     "name": "serve",
     "help": "Serve the Ollama API (/api) and the OpenAI API (/v1) on ADDR:PORT (default 127.0.0.1:11434); "
     "each model runs in its own process.",
-    "epilog": "Examples:\n\n  slmctl serve\n\n  slmctl serve --host 0.0.0.0:8080 --keep-alive 30m --preload tiny\n\n"
-    "  curl http://localhost:11434/api/generate -d '{\"model\": \"tiny\", \"prompt\": \"Hi\", \"stream\": false}'\n\n"
-    "  curl http://localhost:11434/v1/chat/completions -H 'Content-Type: application/json' "
-    "-d '{\"model\": \"tiny\", \"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]}'\n\n"
-    "  slmctl serve --host 0.0.0.0:11434 --tls-cert server.pem --tls-key server-key.pem\n\n"
-    "  OpenAI SDKs: base_url=\"http://localhost:11434/v1\" (any api_key while auth is off).\n\n"
-    "Environment (a flag wins over its variable; Ollama's variable is honoured when ours is unset): "
-    "SLMCTL_HOST / OLLAMA_HOST, SLMCTL_KEEP_ALIVE / OLLAMA_KEEP_ALIVE, SLMCTL_MAX_LOADED_MODELS / "
-    "OLLAMA_MAX_LOADED_MODELS, SLMCTL_NUM_PARALLEL / OLLAMA_NUM_PARALLEL, SLMCTL_MAX_QUEUE / OLLAMA_MAX_QUEUE, "
-    "SLMCTL_FLASH_ATTENTION / OLLAMA_FLASH_ATTENTION, SLMCTL_PRELOAD (names separated by commas), "
-    "SLMCTL_CONFIG.\n\n"
-    "Guards, limits and logs: SLMCTL_ORIGINS / OLLAMA_ORIGINS, SLMCTL_MAX_PREDICT, SLMCTL_MAX_CTX, SLMCTL_RATE_LIMIT, "
-    "SLMCTL_REQUEST_TIMEOUT, SLMCTL_LOG_FORMAT, SLMCTL_METRICS_AUTH. Metrics: GET /metrics and /api/metrics "
-    "(Prometheus text format).\n\n"
-    "API keys, TLS and the audit log: SLMCTL_AUTH, SLMCTL_TLS_CERT, SLMCTL_TLS_KEY, SLMCTL_AUDIT_LOG, "
-    "SLMCTL_AUDIT_MAX_SIZE, SLMCTL_LOG_PROMPTS, SLMCTL_KEYS_FILE (the key file, default $SLMCTL_HOME/keys.json). "
-    "Auth is on unless the address is loopback: create keys with "
-    "'slmctl keys create NAME --role user|admin'; clients send 'Authorization: Bearer KEY' or 'x-api-key: KEY'.\n\n"
-    "Health: GET /api/health and /livez (200 while serving), /readyz (200 once --preload models are loaded).",
+    "epilog": epilog(EXAMPLES, _NOTES),
 }
 
 #: ``--config`` flat keys (ServeConfig fields); the seed's nested shapes map onto them (deploy_config).
@@ -56,11 +67,7 @@ _DEPLOY_HELP = (
     "Replicas sharing one store: --read-only-store never writes or locks the store (pull, create, copy, delete "
     "and blob uploads answer 403; a --preload model missing from it stops start-up); a Job runs 'slmctl pull "
     "MODEL' into the shared volume once.")
-COMMAND["epilog"] = COMMAND["epilog"].replace("  slmctl serve --host 0.0.0.0:11434 --tls-cert",
-                                              "  slmctl serve --config configs/production.json --print-config\n\n"
-                                              "  slmctl serve --host 0.0.0.0:11434 --read-only-store --config "
-                                              "/etc/slmctl/config.json\n\n  slmctl serve --host 0.0.0.0:11434 "
-                                              "--tls-cert") + "\n\n" + _DEPLOY_HELP
+COMMAND["epilog"] += "\n\n" + _DEPLOY_HELP
 
 
 def command(
@@ -162,15 +169,15 @@ def command(
     settings = ctx.obj.settings
     from slmctl.server.serve_settings import check_store, render, resolve_layers
 
-    serve_config, origin = resolve_layers(flags, os.environ, config)
+    serve_config, origin = resolve_layers(flags, ctx.obj.env, config)
     if print_config:
-        typer.echo(render(serve_config, origin, json_))
+        typer.echo(render(serve_config, origin, json_), file=ctx.obj.stdout)
         return
     check_store(serve_config, settings.models_dir)
     _configure_logging(settings.debug)
     from slmctl.server.app import serve
 
-    serve(serve_config, settings, os.environ, log_level="debug" if settings.debug else "info")
+    serve(serve_config, settings, ctx.obj.env, log_level="debug" if settings.debug else "info")
 
 
 def resolve(flags: dict[str, Any], env: Any, config_file: Path | None) -> Any:

@@ -4,7 +4,8 @@ Owns the Click command classes every command and group is built with (:class:`Co
 :class:`Group`): help with plain metavars (``NAME``, ``[PROMPT]...``, ``KEY=VALUE``, ``N``, ``PATH``)
 instead of Typer's raw type names (``<list[str]>``, ``{name}``), and examples that stay on one line
 each (an indented paragraph of a help text or epilog is printed as written, prose is wrapped without
-breaking at a hyphen). And :func:`command_line_error`, which turns Click's parse errors (unknown
+breaking at a hyphen); :func:`epilog` renders a command's examples, kept as data (a list of command
+lines), into its epilog. And :func:`command_line_error`, which turns Click's parse errors (unknown
 command or option, missing argument, bad value) into a :class:`~slmctl.errors.CommandLineError`: the
 house's ``error:`` line, the usage line and a ``hint:`` (with a did-you-mean), exit code 2, printed by
 the one error reporter in :mod:`slmctl.cli.app` instead of Click's ``Usage: ... Error: ...`` block.
@@ -23,7 +24,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from slmctl.errors import CommandLineError, OperationFailed, SlmctlError
 
-__all__ = ["Command", "Group", "command_line_error"]
+__all__ = ["Command", "Group", "command_line_error", "epilog"]
 
 #: Metavars by parameter name (the same name means the same thing in every command), then by type.
 _NAMED = {"param": "KEY=VALUE", "provider_option": "KEY=VALUE", "home": "DIR", "file": "FILE", "config": "FILE",
@@ -129,6 +130,13 @@ class Group(_Help, TyperGroup):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         _plain_metavars(self.params)
+
+
+def epilog(examples: list[str], notes: str = "") -> str:
+    """The epilog of a help page: ``Examples:`` with one indented command line each (printed as
+    written), then ``notes`` (prose paragraphs, wrapped)."""
+    text = "Examples:\n\n" + "\n\n".join("  " + example for example in examples)
+    return text + ("\n\n" + notes if notes else "")
 
 
 def _closest(word: str, choices: list[str]) -> str | None:

@@ -6,19 +6,30 @@ from typing import Any
 
 import typer
 
+from slmctl.cli.usage import epilog
+
+#: The examples of the help page, one command line each.
+EXAMPLES = [
+    'slmctl verify',
+    'slmctl verify tiny tiny-onnx:latest',
+    'slmctl verify --repair',
+    'slmctl verify --json | jq -r \'.[] | select(.status != "ok") | .name\'',
+]
+
+_NOTES = (
+    "Prints one line per model: 'ok', or 'DAMAGED:' naming each missing or corrupt file. Exits with code 6 "
+    'when any model is damaged, 0 otherwise; the hint says how to repair it.\n\n--repair moves each corrupt '
+    "file to the store's quarantine/ folder (it is never deleted; the path is printed) and fetches a good "
+    'copy from the source of a model that uses it: the file or folder it was imported from, if unchanged, or '
+    'the Hugging Face, Ollama or URL source it was pulled from (at the recorded revision, checked against the '
+    "manifest's digest). A file shared by several models is repaired once. Exit 0 when every model is whole "
+    'again; 6 otherwise, naming the exact file to import again.'
+)
+
 COMMAND = {
     "name": "verify",
     "help": "Check stored models: re-hash every file and compare it with the model's manifest (--repair: fix it).",
-    "epilog": "Examples:\n\n  slmctl verify\n\n  slmctl verify tiny tiny-onnx:latest\n\n"
-    "  slmctl verify --repair\n\n"
-    "  slmctl verify --json | jq -r '.[] | select(.status != \"ok\") | .name'\n\n"
-    "Prints one line per model: 'ok', or 'DAMAGED:' naming each missing or corrupt file. "
-    "Exits with code 6 when any model is damaged, 0 otherwise; the hint says how to repair it.\n\n"
-    "--repair moves each corrupt file to the store's quarantine/ folder (it is never deleted; the path is "
-    "printed) and fetches a good copy from the source of a model that uses it: the file or folder it was "
-    "imported from, if unchanged, or the Hugging Face, Ollama or URL source it was pulled from (at the recorded "
-    "revision, checked against the manifest's digest). A file shared by several models is repaired once. "
-    "Exit 0 when every model is whole again; 6 otherwise, naming the exact file to import again.",
+    "epilog": epilog(EXAMPLES, _NOTES),
 }
 
 
@@ -42,7 +53,7 @@ def command(
     else:
         manifests, problems = store.list_with_problems()
     for problem in problems:
-        typer.echo(f"warning: damaged manifest: {problem.path} ({problem.reason})", err=True)
+        typer.echo(f"warning: damaged manifest: {problem.path} ({problem.reason})", file=ctx.obj.stderr)
     cache: dict[str, Any] = {}
     results = [verify_manifest(store, manifest, cache) for manifest in manifests]
     if repair:
@@ -58,20 +69,18 @@ def command(
 
 
 def _repair(ctx: typer.Context, results: list[Any], json_output: bool, problems: bool) -> None:
-    import os
-
     from slmctl.cli.progress import pull_progress
     from slmctl.errors import IntegrityError
     from slmctl.repair import repair_models
 
     app = ctx.obj
     with pull_progress(app.stderr) as on_event:
-        report = repair_models(app.store(), app.settings, results, env=os.environ, on_event=on_event)
+        report = repair_models(app.store(), app.settings, results, env=app.env, on_event=on_event)
     for blob in report.blobs:
         if blob.quarantined is not None:
-            typer.echo(f"moved the damaged copy of {blob.digest} to {blob.quarantined}", err=True)
+            typer.echo(f"moved the damaged copy of {blob.digest} to {blob.quarantined}", file=ctx.obj.stderr)
         if blob.restored_from is not None:
-            typer.echo(f"restored {blob.digest} ({blob.restored_from})", err=True)
+            typer.echo(f"restored {blob.digest} ({blob.restored_from})", file=ctx.obj.stderr)
     rows = [(m.result, "repaired" if m.repaired else m.result.summary(), m.to_dict()) for m in report.models]
     _show(ctx, rows, json_output, problems)
     left = [m for m in report.models if not m.result.ok]
@@ -87,8 +96,8 @@ def _show(ctx: typer.Context, rows: list[tuple[Any, str, dict[str, Any]]], json_
     from slmctl.cli.output import print_json, table
 
     if json_output:
-        print_json([data for _, _, data in rows])
+        print_json([data for _, _, data in rows], ctx.obj.stdout)
     elif rows:
-        table(["NAME", "STATUS"], [[str(result.ref), status] for result, status, _ in rows])
+        table(["NAME", "STATUS"], [[str(result.ref), status] for result, status, _ in rows], ctx.obj.stdout)
     elif not problems:
-        typer.echo("no models in the store", err=True)
+        typer.echo("no models in the store", file=ctx.obj.stderr)
