@@ -221,3 +221,21 @@ def test_runners_never_outlive_a_killed_server(serve_home: Path, tmp_path: Path)
     while any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in runners):
         assert time.monotonic() < deadline, "a runner process outlived its server"
         time.sleep(0.1)
+
+
+def test_an_idle_connection_outlives_the_clients_keep_alive(server: Served) -> None:
+    """httpx (the openai and ollama SDKs) keeps an idle connection 5 s: the server must keep it longer, or a
+    request sent as the server closes it fails with a bare ReadError (seen once under load)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    url = urlsplit(server.url)
+    connection = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    try:
+        for pause in (0.0, 6.0):
+            time.sleep(pause)
+            connection.request("GET", "/api/health")
+            response = connection.getresponse()
+            assert response.status == 200 and response.read()
+    finally:
+        connection.close()

@@ -147,6 +147,12 @@ def _store(settings: Settings, config: ServeConfig) -> Any:
     return ModelStore(settings.models_dir, read_only=config.read_only_store)
 
 
+#: Seconds an idle keep-alive connection stays open. Longer than clients keep theirs (httpx, so the openai and
+#: ollama SDKs: 5 s), so a client never sends a request on a connection the server is closing at that very
+#: moment (uvicorn's default is 5 s too: under load, a POST then fails with a bare ReadError).
+KEEP_ALIVE_S = 75
+
+
 def serve(config: ServeConfig, settings: Settings, env: Mapping[str, str], *, log_level: str = "info") -> None:
     """Run the server until SIGTERM/SIGINT; returns normally after a graceful stop."""
     import uvicorn
@@ -155,7 +161,8 @@ def serve(config: ServeConfig, settings: Settings, env: Mapping[str, str], *, lo
     uv_config = uvicorn.Config(app, host=config.host, port=config.port, log_level=log_level,
                                ssl_certfile=config.security.tls_cert, ssl_keyfile=config.security.tls_key,
                                timeout_graceful_shutdown=max(1, int(config.grace)), lifespan="on",
-                               server_header=False, **access_log.configure(config.log_format))
+                               timeout_keep_alive=KEEP_ALIVE_S, server_header=False,
+                               **access_log.configure(config.log_format))
     _graceful_server(uv_config, app).run()
 
 
