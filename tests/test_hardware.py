@@ -1,4 +1,4 @@
-"""Hardware probes (slmctl.hardware, slmctl.accelerators) with a fake /proc and /sys, fake commands
+"""Hardware probes (the slmctl.hardware package) with a fake /proc and /sys, fake commands
 and a fake NVML; plus the real probe on this machine."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from slmctl.accelerators import nvml_gpus, parse_nvidia_smi
+from slmctl.hardware.accelerators import nvml_gpus, parse_nvidia_smi
 from slmctl.hardware import (
     CommandFailed,
     GpuInfo,

@@ -13,7 +13,7 @@ import json
 import re
 from typing import Any
 
-from slmctl.hardware import UNKNOWN, GpuInfo, Host, NpuInfo, Runner, describe_exception, guarded
+from slmctl.hardware.model import UNKNOWN, GpuInfo, Host, NpuInfo, Runner, describe_exception, guarded
 
 PCI_VENDORS = {"0x10de": "nvidia", "0x1002": "amd", "0x8086": "intel", "0x17cb": "qualcomm", "0x5143": "qualcomm"}
 _NVML_NAMES = {"Windows": ("nvml.dll", r"C:\Program Files\NVIDIA Corporation\NVSMI\nvml.dll")}
