@@ -8,10 +8,7 @@ from typing import Any, Optional
 import typer
 
 from slmctl.cli.usage import epilog
-
-from slmctl.security.config import SECURITY_KEYS
-from slmctl.server.config import CORE_KEYS, DEPLOY_KEYS
-from slmctl.server.ops_config import OPS_KEYS
+from slmctl.server.config import CONFIG_KEYS
 
 #: The examples of the help page, one command line each.
 EXAMPLES = [
@@ -48,8 +45,6 @@ COMMAND = {
     "epilog": epilog(EXAMPLES, _NOTES),
 }
 
-#: ``--config`` flat keys (ServeConfig fields); the seed's nested shapes map onto them (deploy_config).
-CONFIG_KEYS = CORE_KEYS + OPS_KEYS + SECURITY_KEYS + DEPLOY_KEYS
 _DEPLOY_HELP = (
     "Deployment: --config FILE (JSON) takes the flat keys above and the seed's two shapes, "
     "{\"deployment\": {model, hardware: {preferred, fallback}, optimization: {quantization, batch_size, "

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from slmctl.security.config import SecurityConfig
+from slmctl.security.config import SECURITY_KEYS, SecurityConfig
+from slmctl.server.ops_config import OPS_KEYS
 
 
 #: The flat ``--config`` keys of the core and deployment settings (the ops and security ones are
@@ -13,6 +14,8 @@ from slmctl.security.config import SecurityConfig
 CORE_KEYS = ("host", "keep_alive", "max_loaded", "parallel", "queue", "preload", "flash_attention", "grace",
              "max_body")
 DEPLOY_KEYS = ("read_only_store", "pull_missing", "openai", "device", "num_ctx", "kv_cache_size")
+#: Every flat key of a ``--config`` file (the ServeConfig fields they set; ``host`` sets host and port).
+CONFIG_KEYS = CORE_KEYS + OPS_KEYS + SECURITY_KEYS + DEPLOY_KEYS
 
 #: ``--parallel`` when it is not set: slots per model on a CPU and on a GPU.
 AUTO_PARALLEL_CPU, AUTO_PARALLEL_GPU = 4, 8

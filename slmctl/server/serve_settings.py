@@ -21,12 +21,10 @@ from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field
 from slmctl.errors import InvalidConfig, UsageError
 from slmctl.security.config import SECURITY_KEYS, SecurityConfig, parse_bool, parse_size
 from slmctl.server import ops_config
-from slmctl.server.config import CORE_KEYS, DEPLOY_KEYS, ServeConfig
+from slmctl.server.config import CONFIG_KEYS, ServeConfig
 from slmctl.server.deploy_config import closest, read_file
 from slmctl.settings import SERVE_ENV, split_host
 
-#: The flat keys of a ``--config`` file (and the ServeConfig fields they set; ``host`` sets host and port).
-CONFIG_KEYS = CORE_KEYS + ops_config.OPS_KEYS + SECURITY_KEYS + DEPLOY_KEYS
 #: What ``--print-config`` shows, in order (``port`` comes from ``host`` or ``deployment.api.port``).
 SHOWN = ("host", "port") + CONFIG_KEYS[1:]
 
