@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     import httpx
     from serve_fixtures import Served
 
-    from slmctl.importer import import_path
+    from slmctl.services.importer import import_path
     from slmctl.store import ModelStore
     from slmctl.testing.tiny_gguf import write_tiny_gguf
 

@@ -19,6 +19,7 @@ from slmctl.engine.runner import Runner
 from slmctl.errors import ContextOverflow
 from slmctl.options import LoadOptions, SamplingOptions, add_value, build_options, canonical_key
 from slmctl.store import Manifest
+from slmctl.structured.answer import format_problem
 
 
 def build_request(defaults: ModelDefaults, messages: Sequence[ChatMessage], sampling: SamplingOptions, *,
@@ -188,6 +189,13 @@ class ChatSession:
 
         generation.on_finish.append(finished)
         return generation
+
+    def format_problem(self, generation: Generation) -> str | None:
+        """Why ``generation`` (finished) is not the JSON :attr:`json_format` asked for; None when it is or
+        when no format was asked for (:func:`~slmctl.structured.answer.format_problem`)."""
+        stats = generation.stats
+        return format_problem(self.json_format, generation.text, stats.done_reason if stats else None,
+                              stats.eval_count if stats else 0, num_predict=self.options()[1].num_predict)
 
     def clear(self) -> None:
         """Forget the conversation (the model's own MESSAGE layers come back)."""

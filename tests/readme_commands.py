@@ -278,7 +278,7 @@ def offline_world(root: Path, files: dict[str, list[str] | None], stored: dict[s
     None for a short text), ``stored`` models imported under their names, the catalog mirrored with the
     ``(gguf, onnx)`` arguments of ``mirrored``; two free loopback addresses, ``host`` (``SLMCTL_HOST``) and
     ``host2`` (its port: ``port2``). Servers still running at the end are killed."""
-    from slmctl.importer import import_path
+    from slmctl.services.importer import import_path
     from slmctl.store import ModelStore
 
     cwd, home, models = root / "work", root / "home", root / "models"

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from slmctl.importer import import_path
+from slmctl.services.importer import import_path
 from slmctl.store import ModelStore
 from slmctl.testing.tiny_gguf import TinyGGUFSpec, write_tiny_gguf
 

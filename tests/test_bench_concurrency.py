@@ -16,15 +16,16 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from slmctl.bench import concurrent, runner
-from slmctl.bench.gate import compare, load_document, matched, unmatched
-from slmctl.bench.matrix import MAX_CONCURRENCY, expand, label, parse_list
-from slmctl.bench.model import CONCURRENCY_FIGURES, FIGURES, BenchConfig, BenchDocument, ModelInfo, Sample
-from slmctl.bench.report import build_document, csv_columns, document_schema, to_csv, to_json, to_markdown, to_text
-from slmctl.bench.stats import percentile
 from slmctl.engine import Engine
 from slmctl.errors import UsageError
-from slmctl.importer import import_path
+from slmctl.services.bench import concurrent, runner, workload
+from slmctl.services.bench.gate import compare, load_document, matched, unmatched
+from slmctl.services.bench.matrix import MAX_CONCURRENCY, expand, label, parse_list
+from slmctl.services.bench.model import CONCURRENCY_FIGURES, FIGURES, BenchConfig, BenchDocument, ModelInfo, Sample
+from slmctl.services.bench.report import build_document, csv_columns, document_schema, to_csv, to_json, to_markdown
+from slmctl.services.bench.stats import percentile
+from slmctl.services.bench.text import to_text
+from slmctl.services.importer import import_path
 from slmctl.store import ModelStore
 from tests.cli_runner import run_cli
 
@@ -126,10 +127,10 @@ def test_each_stream_has_a_prompt_of_its_own(engine: Engine) -> None:
     from slmctl.options import LoadOptions
 
     with engine.load(engine.manifest("tiny"), LoadOptions(), device="cpu") as model:
-        prompts = [runner.synthetic_prompt(model, 16, offset=i * concurrent.STREAM_OFFSET) for i in range(8)]
-        assert prompts[0] == runner.synthetic_prompt(model, 16)
-        base = len(model.tokenize(runner.PARAGRAPH))
-        assert runner.synthetic_prompt(model, 16, offset=base + 1) == prompts[1]  # the offset wraps around
+        prompts = [workload.synthetic_prompt(model, 16, offset=i * concurrent.STREAM_OFFSET) for i in range(8)]
+        assert prompts[0] == workload.synthetic_prompt(model, 16)
+        base = len(model.tokenize(workload.PARAGRAPH))
+        assert workload.synthetic_prompt(model, 16, offset=base + 1) == prompts[1]  # the offset wraps around
     assert len(set(prompts)) == 8 and all(len(p) == 16 for p in prompts)
     assert len({p[0] for p in prompts}) > 1  # they differ from the first token on
 
@@ -233,7 +234,7 @@ def test_concurrent_document_and_reports() -> None:
 
 def test_plot_of_a_concurrent_document(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
-    from slmctl.bench.plot import write_plot
+    from slmctl.services.bench.plot import write_plot
 
     target = tmp_path / "bench.png"
     write_plot(make_doc((ONE, [None, None, None]), (FOUR, [90.0, 91.0, 89.0])), target)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from slmctl.bench.model import BenchConfig
 from slmctl.errors import ExitCode
-from slmctl.importer import import_path
+from slmctl.services.bench.model import BenchConfig
+from slmctl.services.importer import import_path
 from slmctl.store import ModelStore
 from tests.cli_runner import run_cli
 

@@ -13,13 +13,13 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from slmctl.bench.gate import Regression, compare, gate_text, load_document, parse_threshold, unmatched
-from slmctl.bench.history import append_history, history_path, history_text, read_history
-from slmctl.bench.model import FIGURES, BenchConfig, BenchDocument, ModelInfo, Sample
-from slmctl.bench.report import (build_document, csv_columns, document_schema, to_csv, to_json, to_markdown,
-                                 to_text)
-from slmctl.bench.stats import is_unstable, summarize, summarize_all, summarize_config
 from slmctl.errors import InvalidModelFile, UsageError
+from slmctl.services.bench.gate import Regression, compare, gate_text, load_document, parse_threshold, unmatched
+from slmctl.services.bench.history import append_history, history_path, history_text, read_history
+from slmctl.services.bench.model import FIGURES, BenchConfig, BenchDocument, ModelInfo, Sample
+from slmctl.services.bench.report import build_document, csv_columns, document_schema, to_csv, to_json, to_markdown
+from slmctl.services.bench.stats import is_unstable, summarize, summarize_all, summarize_config
+from slmctl.services.bench.text import to_text
 
 MACHINE = {"cpu": {"model": "Test CPU 9000", "cores": 8}, "memory": {"total": 16_000_000_000}}
 RUNTIMES = {"llama-cpp-python": "0.3.36", "onnxruntime-genai": None}
@@ -171,7 +171,7 @@ def test_history_append_and_read_with_damaged_lines(tmp_path: Path, doc: BenchDo
 
 def test_plot_writes_png(tmp_path: Path, doc: BenchDocument) -> None:
     pytest.importorskip("matplotlib")
-    from slmctl.bench.plot import write_plot
+    from slmctl.services.bench.plot import write_plot
 
     target = tmp_path / "bench.png"
     write_plot(doc, target)
@@ -181,7 +181,7 @@ def test_plot_writes_png(tmp_path: Path, doc: BenchDocument) -> None:
 def test_plot_without_matplotlib(tmp_path: Path, doc: BenchDocument, monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
 
-    from slmctl.bench.plot import write_plot
+    from slmctl.services.bench.plot import write_plot
 
     monkeypatch.setitem(sys.modules, "matplotlib.backends.backend_agg", None)
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from slmctl.bench import runner
-from slmctl.bench.matrix import expand, label, parse_list
-from slmctl.bench.model import BenchConfig, BenchDocument, Sample
 from slmctl.engine import Engine
 from slmctl.errors import ModelNotFound, OperationFailed, UsageError
-from slmctl.importer import import_path
 from slmctl.options import LoadOptions
+from slmctl.services.bench import runner, workload
+from slmctl.services.bench.matrix import expand, label, parse_list
+from slmctl.services.bench.model import BenchConfig, BenchDocument, Sample
+from slmctl.services.importer import import_path
 from slmctl.store import ModelStore
 from tests.cli_runner import run_cli
 
@@ -102,11 +102,11 @@ def engine(home: Path) -> Engine:
 @pytest.mark.parametrize("name", ["tiny", "tiny-onnx"])
 def test_synthetic_prompt_exact_length(engine: Engine, name: str) -> None:
     with engine.load(engine.manifest(name), LoadOptions(), device="cpu") as model:
-        paragraph = len(model.tokenize(runner.PARAGRAPH))
+        paragraph = len(model.tokenize(workload.PARAGRAPH))
         for n in (0, 1, 7, paragraph, paragraph + 1, 300):
-            tokens = runner.synthetic_prompt(model, n)
+            tokens = workload.synthetic_prompt(model, n)
             assert len(tokens) == n and all(isinstance(t, int) for t in tokens)
-        assert runner.synthetic_prompt(model, 5) == runner.synthetic_prompt(model, 300)[:5]
+        assert workload.synthetic_prompt(model, 5) == workload.synthetic_prompt(model, 300)[:5]
 
 
 def _check_sample(sample: Sample, config: BenchConfig) -> None:
@@ -258,7 +258,9 @@ def test_cli_baseline_gate(home: Path, document: dict, tmp_path: Path) -> None:
     same = run_cli(home, *args, "--baseline", str(_baseline(document, tmp_path / "same.json", factor=1.0)),
                    "--max-regression", "1000%", process=True)
     assert same.code == 0, same.stderr
-    slower = run_cli(home, *args, "--baseline", str(_baseline(document, tmp_path / "fast.json", factor=2.0)),
+    # A baseline 100x faster: a tiny model's speed swings several-fold between runs on a shared 2-core
+    # machine (2.0x was seen to pass as "no regression"), but never a hundredfold.
+    slower = run_cli(home, *args, "--baseline", str(_baseline(document, tmp_path / "fast.json", factor=100.0)),
                      "--max-regression", "5%", process=True)
     assert slower.code == 1, slower.stderr
     assert "gen_tps" in slower.stderr

@@ -20,7 +20,7 @@ from slmctl.catalog import (
 )
 from slmctl.catalog.catalog import shipped_catalog_text
 from slmctl.errors import DeviceUnavailable, InvalidModelFile, ModelNotFound, UsageError
-from slmctl.sources import HfPathRef, HfRepoRef, OllamaRef, UrlRef, parse_source
+from slmctl.refs import HfPathRef, HfRepoRef, OllamaRef, UrlRef, parse_source
 from tests.cli_runner import run_cli
 
 SEED_ALIASES = {

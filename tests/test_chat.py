@@ -10,8 +10,8 @@ import pytest
 from slmctl.chat import ChatSession
 from slmctl.engine import Engine
 from slmctl.errors import UsageError
-from slmctl.importer import import_path
 from slmctl.names import ModelRef
+from slmctl.services.importer import import_path
 from slmctl.store import Layer, ModelStore
 
 

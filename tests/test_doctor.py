@@ -13,10 +13,11 @@ import pytest
 
 from cli_runner import run_cli
 from slmctl.backends.probe_worker import failed_gguf, failed_onnx
-from slmctl.backends.providers import GgufBuild, OnnxBuild, ProviderStatus, RuntimeProbe
+from slmctl.backends.probes import RuntimeProbe
+from slmctl.backends.providers import GgufBuild, OnnxBuild, ProviderStatus
 from slmctl.cli.doctor import render
-from slmctl.diagnostics import collect
 from slmctl.hardware import CpuInfo, GpuInfo, HardwareReport, MemoryInfo, NpuInfo
+from slmctl.services.diagnostics import collect
 
 SECTIONS = ("CPU", "Memory", "GPUs", "NPUs", "Runtimes")
 

@@ -1,4 +1,4 @@
-"""Tests of :mod:`slmctl.sources.download` against a real loopback HTTP server with injected faults."""
+"""Tests of :mod:`slmctl.sources.downloader.download` against a real loopback HTTP server with injected faults."""
 
 from __future__ import annotations
 
@@ -20,10 +20,10 @@ import httpx
 import pytest
 
 from slmctl.errors import IntegrityError, NetworkError, OperationFailed
-from slmctl.sources.download import DownloadTarget, download
-from slmctl.sources.http import default_client, parse_retry_after
-from slmctl.sources.parts import plan_parts
-from slmctl.store.blobs import sha256_bytes
+from slmctl.fileio import sha256_bytes
+from slmctl.sources.downloader.download import DownloadTarget, download
+from slmctl.sources.downloader.http import default_client, parse_retry_after
+from slmctl.sources.downloader.parts import plan_parts
 from tests.http_fixtures import PROBE_RANGE, Fault, FileServer
 
 SIZE = 3 * 1024 * 1024 + 12345
@@ -246,7 +246,7 @@ def test_resume_after_killed_process(fetch: Fetch, server: FileServer, data: byt
         f"""
         from pathlib import Path
         import httpx
-        from slmctl.sources.download import DownloadTarget, download
+        from slmctl.sources.downloader.download import DownloadTarget, download
         client = lambda: httpx.Client(trust_env=False)
         download(client, DownloadTarget({server.url!r}, {SIZE}, {sha256_bytes(data)!r}), Path({str(dest)!r}),
                  parts=4, min_part_size={PART}, checkpoint_interval=0.05)

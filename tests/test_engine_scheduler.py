@@ -15,8 +15,8 @@ from slmctl.engine import Engine, LoadPlan, Scheduler, SchedulerSettings
 from slmctl.engine.process_runner import ProcessRunner, decode_error, encode_error
 from slmctl.engine.runner import Channel, Runner, ThreadRunner
 from slmctl.errors import ContextOverflow, OperationFailed, RunnerCrashed, ServerBusy
-from slmctl.importer import import_path
 from slmctl.options import LoadOptions, SamplingOptions
+from slmctl.services.importer import import_path
 from slmctl.store import ModelStore
 
 

@@ -20,13 +20,11 @@ from hypothesis import strategies as st
 
 from slmctl.engine import Engine, ModelDefaults
 from slmctl.errors import InvalidModelFile
+from slmctl.sources.ollama_layers import OLLAMA_MEDIA_TYPES, OLLAMA_MODEL_MEDIA, OLLAMA_TEXT_KINDS, ollama_layer_kind
 from slmctl.store import FileEntry, Layer, Manifest, ModelDetails, ModelStore, SourceInfo
 from slmctl.store.layers import (
     LAYER_ORDER,
     MEDIA_TYPES,
-    OLLAMA_MEDIA_TYPES,
-    OLLAMA_MODEL_MEDIA,
-    OLLAMA_TEXT_KINDS,
     TEXT_KINDS,
     LayerKind,
     LayerValues,
@@ -37,7 +35,6 @@ from slmctl.store.layers import (
     encode_params,
     encode_params_text,
     encode_text,
-    ollama_layer_kind,
 )
 
 # -- golden bytes and digests (taken before the refactor) ------------------------------------------------
@@ -96,7 +93,7 @@ def test_encoders_write_the_golden_bytes() -> None:
 
 def test_created_model_has_the_golden_layers(tmp_path: Path, tiny_gguf: Path) -> None:
     """The same Modelfile gives the same layer digests (and so the same model digest) as before."""
-    from slmctl.modelfile.create import create_model
+    from slmctl.services.create import create_model
 
     (tmp_path / "tiny.gguf").symlink_to(tiny_gguf)
     (tmp_path / "notes.md").write_text(GOLDEN_NOTES, encoding="utf-8")
@@ -130,6 +127,7 @@ def test_kinds_order_and_media_types() -> None:
     assert TEXT_KINDS == tuple(kind for kind in LAYER_ORDER if kind != "adapter")
     assert MEDIA_TYPES == {kind: f"application/vnd.slmctl.{kind}" for kind in LAYER_ORDER}
     assert "file" not in OLLAMA_MEDIA_TYPES and set(OLLAMA_TEXT_KINDS) <= set(OLLAMA_MEDIA_TYPES)
+    assert set(OLLAMA_MEDIA_TYPES) == set(LAYER_ORDER) - {"file"}  # Ollama's names are slmctl's kinds
 
 
 def test_ollama_media_types_map_to_kinds() -> None:
@@ -251,8 +249,8 @@ def test_engine_defaults_report_a_damaged_stored_layer(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("module,absent", [
-    ("slmctl.pull", "slmctl.modelfile.create"), ("slmctl.modelfile.create", "slmctl.pull"),
-    ("slmctl.sources.ollama", "slmctl.pull"), ("slmctl.store.layers", "slmctl.engine"),
+    ("slmctl.services.pull", "slmctl.services.create"), ("slmctl.services.create", "slmctl.services.pull"),
+    ("slmctl.sources.ollama", "slmctl.services.pull"), ("slmctl.store.layers", "slmctl.engine"),
 ])
 def test_imports_do_not_reach_back(module: str, absent: str) -> None:
     code = f"import sys, {module}; sys.exit({absent!r} in sys.modules)"

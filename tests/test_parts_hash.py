@@ -1,4 +1,4 @@
-"""Tests of the parallel download's layout (slmctl.sources.parts) and its following sha256 hasher."""
+"""Tests of the parallel download's layout (slmctl.sources.downloader.parts) and its following sha256 hasher."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from slmctl.sources.ordered_hash import FollowingHasher
-from slmctl.sources.parts import MAX_PARTS, Part, PartQueue, frontier, load_layout, plan_parts, sidecar_state
+from slmctl.sources.downloader.ordered_hash import FollowingHasher
+from slmctl.sources.downloader.parts import MAX_PARTS, Part, PartQueue, frontier, load_layout, plan_parts, sidecar_state
 
 
 @given(size=st.integers(1, 1 << 40), min_part=st.integers(1, 1 << 30))

@@ -104,8 +104,8 @@ def test_doctor_keeps_the_runtimes_apart(guarded_env: dict[str, str]) -> None:
 
 
 def test_gguf_probe_after_onnxruntime_stays_out_of_process(guarded_env: dict[str, str]) -> None:
-    code = ("import json, sys, onnxruntime\nfrom slmctl.backends import providers\n"
-            "info = providers.gguf_build_info()\nassert 'llama_cpp' not in sys.modules, 'llama_cpp was imported'\n"
+    code = ("import json, sys, onnxruntime\nfrom slmctl.backends import probes\n"
+            "info = probes.gguf_build_info()\nassert 'llama_cpp' not in sys.modules, 'llama_cpp was imported'\n"
             "print(json.dumps(info))")
     proc = run_python(guarded_env, "-c", code)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -115,8 +115,8 @@ def test_gguf_probe_after_onnxruntime_stays_out_of_process(guarded_env: dict[str
 
 
 def test_onnx_probe_after_llama_cpp_stays_out_of_process(guarded_env: dict[str, str]) -> None:
-    code = ("import json, sys, llama_cpp\nfrom slmctl.backends import providers\n"
-            "usable, info = providers.usable_onnx_providers(), providers.onnx_build_info()\n"
+    code = ("import json, sys, llama_cpp\nfrom slmctl.backends import probes\n"
+            "usable, info = probes.usable_onnx_providers(), probes.onnx_build_info()\n"
             "assert not {'onnxruntime', 'onnxruntime_genai'} & set(sys.modules), 'onnxruntime was imported'\n"
             "print(json.dumps([usable, info]))")
     proc = run_python(guarded_env, "-c", code)

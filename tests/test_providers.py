@@ -1,4 +1,4 @@
-"""Runtime probes (slmctl.backends.providers): the real ones on this machine, injected fakes, and the probe
+"""Runtime probes (slmctl.backends.providers, cached and isolated by slmctl.backends.probes): the real ones on this machine, injected fakes, and the probe
 child (slmctl.backends.probe_worker) with its failure modes."""
 
 from __future__ import annotations
@@ -11,15 +11,15 @@ from typing import Any
 
 import pytest
 
-from slmctl.backends import probe_worker, providers
+from slmctl.backends import probe_worker, probes, providers
 from slmctl.devices import ONNX_PROVIDER_NAMES
+from slmctl.backends.probes import RuntimeProbe
 from slmctl.backends.providers import (
     NOT_INSTALLED,
     PROBE_MODEL,
     GgufBuild,
     OnnxBuild,
     ProviderStatus,
-    RuntimeProbe,
     gpu_kinds_from_system_info,
     probe_gguf,
     probe_onnx,
@@ -56,8 +56,8 @@ def test_genai_availability_claims_are_not_trusted(real_onnx: OnnxBuild, name: s
 @pytest.mark.skipif(not CPU_ONLY_ORT, reason="this onnxruntime build has accelerator providers")
 def test_usable_onnx_providers_here(real_onnx: OnnxBuild) -> None:
     assert real_onnx.usable == ["cpu"]
-    assert providers.usable_onnx_providers() == ["cpu"]
-    info = providers.onnx_build_info()
+    assert probes.usable_onnx_providers() == ["cpu"]
+    info = probes.onnx_build_info()
     assert info["installed"] and info["version"] == og.__version__
     assert info["onnxruntime_version"] == ort.__version__
 
@@ -66,9 +66,9 @@ def test_usable_onnx_providers_here(real_onnx: OnnxBuild) -> None:
 def test_usable_gguf_devices_on_a_cpu_build() -> None:
     from slmctl.backends.gguf import LlamaCppBackend
 
-    assert providers.usable_gguf_devices() == ["cpu"]
+    assert probes.usable_gguf_devices() == ["cpu"]
     assert LlamaCppBackend().devices() == ["cpu"]
-    info = providers.gguf_build_info()
+    info = probes.gguf_build_info()
     assert info["installed"] and info["version"] == llama_cpp.__version__ and info["gpu_offload"] is False
     assert "CPU" in (info["system_info"] or "")
     assert any("backend CPU" in b for b in info["backends"])
@@ -227,17 +227,17 @@ def test_probe_results_are_cached_until_cleared() -> None:
 
 # -- isolation: in process only when that runtime is already here, else a child -------------------
 def test_which_runtime_is_loaded_here() -> None:
-    assert providers.loaded_here("gguf", {"llama_cpp": object()})
-    assert not providers.loaded_here("gguf", {"onnxruntime": object(), "onnxruntime_genai": object()})
-    assert providers.loaded_here("onnx", {"onnxruntime_genai": object()})
-    assert providers.loaded_here("onnx", {"onnxruntime": object()})
-    assert not providers.loaded_here("onnx", {"llama_cpp": object()})
-    assert providers.loaded_here("gguf") and providers.loaded_here("onnx")  # this test module imported both
+    assert probes.loaded_here("gguf", {"llama_cpp": object()})
+    assert not probes.loaded_here("gguf", {"onnxruntime": object(), "onnxruntime_genai": object()})
+    assert probes.loaded_here("onnx", {"onnxruntime_genai": object()})
+    assert probes.loaded_here("onnx", {"onnxruntime": object()})
+    assert not probes.loaded_here("onnx", {"llama_cpp": object()})
+    assert probes.loaded_here("gguf") and probes.loaded_here("onnx")  # this test module imported both
 
 
 def test_the_default_probes_are_the_isolated_ones() -> None:
     probe = RuntimeProbe()
-    assert probe._probes == {"gguf": providers.isolated_gguf, "onnx": providers.isolated_onnx}
+    assert probe._probes == {"gguf": probes.isolated_gguf, "onnx": probes.isolated_onnx}
 
 
 def test_a_runtime_already_loaded_is_probed_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -245,13 +245,13 @@ def test_a_runtime_already_loaded_is_probed_in_process(monkeypatch: pytest.Monke
         raise AssertionError("started a probe child for a runtime this process already has")
 
     monkeypatch.setattr(probe_worker, "run_probe", no_child)
-    assert providers.isolated_gguf() == probe_gguf()
-    assert providers.isolated_onnx() == probe_onnx()
+    assert probes.isolated_gguf() == probe_gguf()
+    assert probes.isolated_onnx() == probe_onnx()
 
 
 @pytest.mark.parametrize("kind", ["gguf", "onnx"])
 def test_a_runtime_not_loaded_is_probed_in_a_child(monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
-    for name in (*providers.GGUF_MODULES, *providers.ONNX_MODULES):
+    for name in (*probes.GGUF_MODULES, *probes.ONNX_MODULES):
         monkeypatch.delitem(sys.modules, name, raising=False)  # restored after the test
     seen: list[str] = []
 
@@ -260,7 +260,7 @@ def test_a_runtime_not_loaded_is_probed_in_a_child(monkeypatch: pytest.MonkeyPat
         return None, "probe crashed with signal 11 (SIGSEGV)"
 
     monkeypatch.setattr(probe_worker, "run_probe", child)
-    build = providers.isolated_gguf() if kind == "gguf" else providers.isolated_onnx()
+    build = probes.isolated_gguf() if kind == "gguf" else probes.isolated_onnx()
     assert seen == [kind] and not build.installed and build.error == "probe crashed with signal 11 (SIGSEGV)"
     assert "llama_cpp" not in sys.modules and "onnxruntime" not in sys.modules
 

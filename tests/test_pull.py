@@ -138,8 +138,8 @@ def test_concurrent_pulls_share_the_work(home: Path, hub: HubServer, gguf_bytes:
 
 
 def test_local_names_of_source_references() -> None:
-    from slmctl.pull import local_name
-    from slmctl.sources import parse_source
+    from slmctl.refs import parse_source
+    from slmctl.services.pull import local_name
 
     def name(text: str) -> str:
         source = parse_source(text)

@@ -1,4 +1,4 @@
-"""Tests of :mod:`slmctl.sources.rawget` against real loopback servers (:mod:`tests.proxy_fixtures`).
+"""Tests of :mod:`slmctl.sources.downloader.rawget` against real loopback servers (:mod:`tests.proxy_fixtures`).
 
 Plain and TLS origins, a forward proxy (absolute-URI GETs and CONNECT tunnels), redirects, kept-alive
 connections counted on the server side, stalls, and the downloader end to end on the raw path.
@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from slmctl.sources.download import DownloadTarget, download
-from slmctl.sources.http import PROBE_RANGE, USER_AGENT, DownloadError, Transient
-from slmctl.sources.parts import plan_parts
-from slmctl.sources.rawget import MAX_REDIRECTS, RawResponse, RawSession, env_proxies, supported
-from slmctl.store.blobs import sha256_bytes
+from slmctl.fileio import sha256_bytes
+from slmctl.sources.downloader.download import DownloadTarget, download
+from slmctl.sources.downloader.http import PROBE_RANGE, USER_AGENT, DownloadError, Transient
+from slmctl.sources.downloader.parts import plan_parts
+from slmctl.sources.downloader.rawget import MAX_REDIRECTS, RawResponse, RawSession, env_proxies, supported
 from tests.proxy_fixtures import (
     TLS,
     ForwardProxy,

@@ -24,7 +24,7 @@ import pytest
 
 from node_packages import node_modules_for
 from serve_fixtures import Served
-from slmctl.importer import import_path
+from slmctl.services.importer import import_path
 from slmctl.store import ModelStore
 from slmctl.testing.tiny_gguf import TOOLS_CHATML_TEMPLATE, TinyGGUFSpec, write_tiny_gguf
 from slmctl.testing.tiny_onnx_decoder import TinyOnnxSpec, write_tiny_onnx_genai

@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from slmctl.errors import IntegrityError, ModelNotFound, OperationFailed, UsageError
+from slmctl.fileio import sha256_bytes, sha256_file
 from slmctl.names import ModelRef, parse_model_ref
 from slmctl.store import (
     FileEntry,
@@ -29,8 +30,6 @@ from slmctl.store import (
     SourceInfo,
     StagedBlob,
     blob_name,
-    sha256_bytes,
-    sha256_file,
 )
 
 # --------------------------------------------------------------------------- helpers
@@ -757,7 +756,7 @@ def test_ctrl_c_after_the_commit_point_is_absorbed(store: ModelStore, monkeypatc
 
 
 def test_job_locks_remove_their_file_and_stale_ones_are_swept(tmp_path: Path) -> None:
-    from slmctl.store.locks import job_lock, sweep_stale_locks
+    from slmctl.fileio import job_lock, sweep_stale_locks
 
     path = tmp_path / "pull-model-x.lock"
     with pytest.raises(RuntimeError), job_lock(path):

@@ -14,9 +14,9 @@ import httpx
 import pytest
 
 from slmctl.errors import InvalidModelFile, ModelNotFound, NetworkError, UsageError
+from slmctl.refs import parse_source
 from slmctl.sources.hf import HfTransport, quant_of
 from slmctl.sources.ollama import OllamaTransport
-from slmctl.sources.refs import parse_source
 from slmctl.sources.transports import transport_for
 from slmctl.sources.url import UrlTransport
 from slmctl.testing.tiny_gguf import write_tiny_gguf

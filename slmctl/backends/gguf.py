@@ -73,7 +73,7 @@ class LlamaCppBackend(Backend):
     format = "gguf"
 
     def devices(self) -> list[str]:
-        from slmctl.backends.providers import usable_gguf_devices
+        from slmctl.backends.probes import usable_gguf_devices
 
         return usable_gguf_devices()
 

@@ -56,7 +56,7 @@ class OnnxGenaiBackend(Backend):
     format = "onnx"
 
     def devices(self) -> list[str]:
-        from slmctl.backends.providers import usable_onnx_providers
+        from slmctl.backends.probes import usable_onnx_providers
 
         return usable_onnx_providers()
 

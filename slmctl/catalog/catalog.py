@@ -135,7 +135,7 @@ class Variant(_Strict):
                 raise ValueError("an onnx variant has device cpu, gpu or npu")
             if self.provider is not None and PROVIDER_CLASS[self.provider] != self.device:
                 raise ValueError(f"provider {self.provider!r} does not run on device {self.device!r}")
-        from slmctl.sources.refs import parse_source  # the source must be a valid reference
+        from slmctl.refs import parse_source  # the source must be a valid reference
 
         if parse_source(self.source) is None:
             raise ValueError(f"not a source reference: {self.source}")

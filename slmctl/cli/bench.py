@@ -2,15 +2,14 @@
 peak memory over a matrix of backends, devices, threads, sizes and numbers of concurrent requests;
 report, keep a history, gate on a baseline. Also ``slmctl models test MODEL --benchmark`` (the same, for one model).
 
-The work lives in :mod:`slmctl.bench` (matrix, runner, stats, report, plot, history, gate); this module
-parses the flags, wires those together and decides what goes where (results on stdout, progress on
-stderr).
+The run lives in :mod:`slmctl.services.bench` (:func:`~slmctl.services.bench.session.run_bench`: matrix,
+runner, stats, report, plot, history, gate); this module parses the flags, calls it, and decides what
+goes where (results on stdout or in a file, progress and the gate's verdict on stderr).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from collections.abc import Sequence
 from typing import IO, TYPE_CHECKING, Optional
 
 import typer
@@ -20,13 +19,9 @@ from slmctl.cli.params import ModelName
 from slmctl.cli.usage import epilog, Command, Group
 
 if TYPE_CHECKING:
-    from slmctl.bench.model import BenchConfig, BenchDocument
     from slmctl.cli.context import AppContext
-    from slmctl.engine import Engine
-    from slmctl.store import Manifest
-
-#: A ``--backend``/``--device``/... value: a comma list, or the list of a repeated flag.
-ListValue = Optional[str | Sequence[str]]
+    from slmctl.services.bench.model import BenchDocument
+    from slmctl.services.bench.session import GateResult, ListValue
 
 #: The examples of the help page, one command line each.
 EXAMPLES = [
@@ -142,131 +137,48 @@ def bench(app: AppContext, *, models: list[str], backend: ListValue = None, devi
           plot: Path | None = None, history: bool = False, baseline: Path | None = None,
           max_regression: str | None = None) -> None:
     """The body of ``slmctl bench`` (plain arguments, so ``models test --benchmark`` shares it)."""
-    from slmctl.bench import history as bench_history
-    from slmctl.bench.matrix import MAX_CONCURRENCY, expand, parse_list
-    from slmctl.errors import SlmctlError, UsageError
-
     if history:
-        if models:
-            raise UsageError("--history lists past runs and takes no MODEL",
-                             "every benchmark run is added to the history automatically")
-        entries = bench_history.read_history(app.settings.home)
-        if fmt == "json":
-            from slmctl.cli.output import print_json
-
-            print_json(entries, app.stdout)
-        else:
-            _write(app.stdout, bench_history.history_text(entries))
+        _history(app, models, fmt)
         return
-    if not models:
-        raise UsageError("missing MODEL: give the models to benchmark",
-                         "slmctl bench MODEL... (or slmctl bench --history for past runs)")
-    if max_regression is not None and baseline is None:
-        raise UsageError("--max-regression needs --baseline OLD.json")
-    if repetitions < 1 or warmup < 0:
-        raise UsageError("--repetitions must be at least 1 and --warmup at least 0")
-    if plot is not None:
-        import importlib.util
+    from slmctl.services.bench.session import BenchRequest, run_bench
 
-        if importlib.util.find_spec("matplotlib") is None:
-            raise UsageError("--plot needs matplotlib", "pip install 'slmctl[plot]'")  # as plot.write_plot
-    gate = None
-    if baseline is not None:  # read it first: a bad baseline should fail before minutes of benchmarking
-        from slmctl.bench.gate import load_document, parse_threshold
-
-        gate = (load_document(baseline), parse_threshold(max_regression or "5%"))
-    backends = parse_list(backend, str, flag="--backend")
-    dimensions = {
-        "devices": parse_list(device, str, flag="--device"),
-        "threads": parse_list(threads, int, flag="--threads", minimum=0),
-        "ctxs": parse_list(ctx, int, flag="--ctx", minimum=0),
-        "prompt_tokens": parse_list(prompt_tokens, int, flag="--prompt-tokens", minimum=1),
-        "gen_tokens": parse_list(gen_tokens, int, flag="--gen-tokens", minimum=1),
-        "concurrency": parse_list(concurrency, int, flag="--concurrency", minimum=1, maximum=MAX_CONCURRENCY),
-    }
+    request = BenchRequest(models=models, backend=backend, device=device, threads=threads, ctx=ctx,
+                           prompt_tokens=prompt_tokens, gen_tokens=gen_tokens, concurrency=concurrency,
+                           repetitions=repetitions, warmup=warmup, isolate=isolate, plot=plot, baseline=baseline,
+                           max_regression=max_regression)
     engine = app.engine()
-    manifests = {name: app.manifest(engine, name) for name in dict.fromkeys(models)}  # unknown -> exit 3
-    configs = expand([(name, m.format) for name, m in manifests.items()], backends=backends, **dimensions)
-    for config in configs:  # an unusable device fails now (exit 7), not after the other runs
-        engine.choose_device(manifests[config.model], config.device)
-
-    document = _measure(app, engine, manifests, configs, repetitions=repetitions, warmup=warmup, isolate=isolate)
-    _emit(app, document, fmt=fmt, output=output)
-    try:
-        bench_history.append_history(app.settings.home, document)
-    except SlmctlError as exc:  # the results are out already: a history problem only warns
-        app.stderr.write(f"warning: the run was not added to the history: {exc.message}\n")
-    if plot is not None:
-        from slmctl.bench.plot import write_plot
-
-        write_plot(document, plot)
-        app.stderr.write(f"plot written to {plot}\n")
-    if gate is not None:
-        _gate(app, document, *gate, baseline=baseline, fmt=fmt)
-
-
-def _measure(app: AppContext, engine: Engine, manifests: dict[str, Manifest], configs: list[BenchConfig], *,
-             repetitions: int, warmup: int, isolate: bool) -> BenchDocument:
-    """Run the matrix (progress on stderr) and build the result document."""
-    from slmctl import __version__
-    from slmctl.bench.model import ModelInfo
-    from slmctl.bench.report import build_document
-    from slmctl.bench.runner import run_matrix
-
-    err = app.stderr
-    runs = len(configs) * (repetitions + warmup)
-    err.write(f"benchmarking {len(configs)} configuration{'s' if len(configs) != 1 else ''} x {repetitions} "
-              f"repetition{'s' if repetitions != 1 else ''}"
-              + (f" (+{warmup} warm-up)" if warmup else "") + f": {runs} runs"
-              + (f", up to {most} requests at once" if (most := max(c.concurrency for c in configs)) > 1
-                 else "")
-              + (", each in a fresh process" if isolate else "") + "\n")
-    err.flush()
 
     def progress(line: str) -> None:
-        err.write(line + "\n")
-        err.flush()
+        app.stderr.write(line + "\n")
+        app.stderr.flush()
 
-    samples = run_matrix(engine, configs, repetitions=repetitions, warmup=warmup, isolate=isolate,
-                         home=app.settings.home, progress=progress)
-    models = [ModelInfo(name=name, digest=m.digest(), format=m.format, quantization=m.details.quantization,
-                        parameter_size=m.details.parameter_size) for name, m in manifests.items()
-              if any(c.model == name for c in configs)]
-    settings = {"repetitions": repetitions, "warmup": warmup, "isolate": isolate, "seed": 1, "ignore_eos": True}
-    return build_document(configs=configs, samples=samples, models=models, machine=_machine(),
-                          runtimes=_runtimes(), settings=settings, slmctl_version=__version__)
+    gate = run_bench(engine, request, home=app.settings.home, progress=progress,
+                     emit=lambda document: _emit(app, document, fmt=fmt, output=output),
+                     resolve=lambda name: app.manifest(engine, name))
+    if gate is not None:
+        _gate(app, gate, fmt=fmt)
 
 
-def _machine() -> dict[str, object]:
-    from slmctl import diagnostics
+def _history(app: AppContext, models: list[str], fmt: str | None) -> None:
+    """``--history``: the past runs, as text or JSON."""
+    from slmctl.errors import UsageError
+    from slmctl.services.bench import history as bench_history
 
-    return diagnostics.collect()
+    if models:
+        raise UsageError("--history lists past runs and takes no MODEL",
+                         "every benchmark run is added to the history automatically")
+    entries = bench_history.read_history(app.settings.home)
+    if fmt == "json":
+        from slmctl.cli.output import print_json
 
-
-def _runtimes() -> dict[str, str | None]:
-    """Runtime versions from the cached probes; each probe runs in a child process unless this process already
-    loaded that runtime (llama.cpp and ONNX Runtime must never share one: see slmctl.backends.providers)."""
-    import platform
-
-    from slmctl.backends import providers
-
-    providers.prefetch()  # both probes side by side, unless _machine() already ran them
-    versions: dict[str, str | None] = {"python": platform.python_version()}
-    try:
-        versions["llama-cpp-python"] = providers.gguf_build_info().get("version")
-    except Exception:  # noqa: BLE001 - a version is informative only
-        versions["llama-cpp-python"] = None
-    try:
-        onnx = providers.onnx_build_info()
-        versions["onnxruntime-genai"] = onnx.get("genai_version")
-        versions["onnxruntime"] = onnx.get("onnxruntime_version")
-    except Exception:  # noqa: BLE001
-        versions["onnxruntime-genai"] = versions["onnxruntime"] = None
-    return versions
+        print_json(entries, app.stdout)
+    else:
+        _write(app.stdout, bench_history.history_text(entries))
 
 
 def _render(document: BenchDocument, fmt: str | None, *, width: int = 80, color: bool = False) -> str:
-    from slmctl.bench import report
+    from slmctl.services.bench import report
+    from slmctl.services.bench.text import to_text
 
     if fmt == "json":
         return report.to_json(document)
@@ -274,7 +186,7 @@ def _render(document: BenchDocument, fmt: str | None, *, width: int = 80, color:
         return report.to_csv(document)
     if fmt == "markdown":
         return report.to_markdown(document)
-    return report.to_text(document, width=width, color=color)
+    return to_text(document, width=width, color=color)
 
 
 def _write(stream: IO[str], text: str) -> None:
@@ -303,26 +215,22 @@ def _emit(app: AppContext, document: BenchDocument, *, fmt: str | None, output: 
         _write(app.stdout, _render(document, fmt, width=width, color=app.color and fmt is None))
 
 
-def _gate(app: AppContext, document: BenchDocument, baseline_doc: BenchDocument, threshold: float, *,
-          baseline: Path | None, fmt: str | None = None) -> None:
-    """Compare with the baseline: the verdict on stderr (one JSON line with --json, else text), listing the
-    configurations unmatched on each side; exit 1 when anything regressed, 8 when nothing was compared."""
+def _gate(app: AppContext, gate: GateResult, *, fmt: str | None = None) -> None:
+    """The verdict on stderr (one JSON line with --json, else text), listing the configurations unmatched on
+    each side; exit 1 when anything regressed, 8 when nothing was compared."""
     import json
 
-    from slmctl.bench.gate import compare, gate_json, gate_text, matched, require_match, unmatched
+    from slmctl.services.bench.gate import gate_json, gate_text
 
-    regressions = compare(document, baseline_doc, threshold)
-    missing = unmatched(document, baseline_doc)
-    compared = matched(document, baseline_doc)
     if fmt == "json":
-        verdict = gate_json(regressions, missing, compared=compared, max_regression=threshold,
-                            baseline=None if baseline is None else str(baseline))
+        verdict = gate_json(gate.regressions, gate.missing, compared=gate.compared, max_regression=gate.threshold,
+                            baseline=None if gate.baseline is None else str(gate.baseline))
         _write(app.stderr, json.dumps(verdict, ensure_ascii=False))
     else:
-        app.stderr.write(f"baseline {baseline} (max regression {threshold * 100:g}%): ")
-        _write(app.stderr, gate_text(regressions, missing, compared=len(compared)))
-    require_match(document, baseline_doc, source=baseline if baseline is not None else "the baseline")
-    if regressions:
+        app.stderr.write(f"baseline {gate.baseline} (max regression {gate.threshold * 100:g}%): ")
+        _write(app.stderr, gate_text(gate.regressions, gate.missing, compared=len(gate.compared)))
+    gate.require_match()
+    if gate.regressions:
         raise typer.Exit(1)
 
 

@@ -44,7 +44,7 @@ def command(
 ) -> None:
     from slmctl.cli.output import human_size
     from slmctl.cli.progress import pull_progress
-    from slmctl.modelfile.create import BasePull, create_model
+    from slmctl.services.create import BasePull, create_model
 
     app = ctx.obj
 

@@ -1,9 +1,9 @@
 """``slmctl doctor [--json]``: what this machine has and which device ``run`` would use.
 
-Renders :func:`slmctl.diagnostics.collect`; the gathering lives there. With ``--debug`` the report
+Renders :func:`slmctl.services.diagnostics.collect`; the gathering lives there. With ``--debug`` the report
 also shows why each ONNX provider is or is not usable, llama.cpp's build details and the probe
 problems; without it, a probe that failed just reads "unknown". Each runtime is probed in a child
-process (llama.cpp and ONNX Runtime must not share one; see :mod:`slmctl.backends.providers`): when
+process (llama.cpp and ONNX Runtime must not share one; see :mod:`slmctl.backends.probes`): when
 that child crashes or times out, its runtime reads "probe failed: <why>" instead of doctor dying.
 """
 
@@ -102,7 +102,7 @@ def command(
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     from slmctl.cli.output import print_json
-    from slmctl.diagnostics import collect
+    from slmctl.services.diagnostics import collect
 
     report = collect()
     if json_output:

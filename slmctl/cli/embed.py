@@ -42,8 +42,8 @@ def command(
 
     from slmctl.cli.output import print_json
     from slmctl.errors import UsageError
-    from slmctl.modelinfo import capabilities
     from slmctl.options import build_options
+    from slmctl.services.modelinfo import capabilities
 
     app = ctx.obj
     inputs = list(texts or [])

@@ -45,8 +45,8 @@ def command(
     force: bool = typer.Option(False, "--force", help="Replace a different model that has the same name."),
 ) -> None:
     from slmctl.cli.output import human_size, print_json
-    from slmctl.importer import import_path
-    from slmctl.modelinfo import list_entry
+    from slmctl.services.importer import import_path
+    from slmctl.services.modelinfo import list_entry
     from slmctl.store.bundle import import_bundle, is_bundle
     from slmctl.store.interrupts import hold_after_commit
 

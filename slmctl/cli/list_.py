@@ -66,7 +66,7 @@ def _list_store(ctx: typer.Context, json_output: bool) -> None:
     from datetime import datetime
 
     from slmctl.cli.output import human_size, print_json, table, time_ago
-    from slmctl.modelinfo import list_entry
+    from slmctl.services.modelinfo import list_entry
 
     store = ctx.obj.store()
     manifests, problems = store.list_with_problems()
@@ -133,14 +133,14 @@ def available_entries(catalog: Catalog, manifests: list[Manifest], *, usable_ggu
 
 
 def _list_available(ctx: typer.Context, json_output: bool, wanted: dict[str, str | None]) -> None:
-    from slmctl.backends.providers import usable_gguf_devices, usable_onnx_providers
     from slmctl.catalog import load_catalog
     from slmctl.cli.output import human_size, print_json, table
+    from slmctl.engine.devices import usable_devices
 
     catalog = load_catalog(ctx.obj.settings.home)
     manifests, _ = ctx.obj.store().list_with_problems()
-    items = available_entries(catalog, manifests, usable_gguf=usable_gguf_devices(),
-                              usable_onnx=usable_onnx_providers(), size=wanted["size"], type=wanted["type"],
+    items = available_entries(catalog, manifests, usable_gguf=usable_devices("gguf"),
+                              usable_onnx=usable_devices("onnx"), size=wanted["size"], type=wanted["type"],
                               format=wanted["format"], device=wanted["device"])
     if json_output:
         print_json(items, ctx.obj.stdout)

@@ -28,7 +28,7 @@ def command(
     json_output: bool = typer.Option(False, "--json", help="Print a JSON array (the server's /api/ps models)."),
 ) -> None:
     from slmctl.cli.output import human_size, print_json, table
-    from slmctl.server_client import ServerClient
+    from slmctl.services.server_client import ServerClient
 
     models = ServerClient.from_env(ctx.obj.env).get("/api/ps")["models"]
     if json_output:

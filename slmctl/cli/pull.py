@@ -49,7 +49,7 @@ def command(
     sha256: Optional[str] = typer.Option(
         None, "--sha256", help="Expected sha256 of a URL's file (hex or sha256:<hex>); exit 6 on a mismatch."),
 ) -> None:
-    from slmctl.pull import pull
+    from slmctl.services.pull import pull
 
     app = ctx.obj
     if json_output:
@@ -99,7 +99,7 @@ def _expected_digest(name: str, sha256: str | None, insecure: bool) -> str | Non
     if sha256 is None:
         return None
     from slmctl.errors import UsageError
-    from slmctl.sources import UrlRef, parse_source
+    from slmctl.refs import UrlRef, parse_source
     from slmctl.sources.url import normalise_sha256
 
     if not isinstance(parse_source(name, allow_http=insecure), UrlRef):

@@ -132,10 +132,7 @@ class Repl:
         if self.verbose and generation.stats is not None:
             self._say("\n".join(stats_lines(generation.stats)) + "\n")
         if generation.stats is not None and generation.stats.done_reason != "cancel":
-            from slmctl.cli.run import format_problem
-
-            problem = format_problem(self.session.json_format, generation.text, generation.stats,
-                                     num_predict=self.session.options()[1].num_predict)
+            problem = self.session.format_problem(generation)
             if problem is not None:
                 self.app.stderr.write(f"warning: {problem}\n")
 
@@ -188,7 +185,7 @@ class Repl:
                       "/set noformat | /set verbose | /set quiet")
 
     def _show(self, args: list[str]) -> None:
-        from slmctl.modelinfo import modelfile_text, show_info
+        from slmctl.services.modelinfo import modelfile_text, show_info
 
         what = args[0].lower() if args else ""
         session = self.session

@@ -10,7 +10,6 @@ from slmctl.cli.params import ModelName, Params, RunDevice, parse_format, parse_
 from slmctl.cli.usage import epilog
 
 if TYPE_CHECKING:
-    from slmctl.backends.base import Stats
     from slmctl.chat import ChatSession
     from slmctl.cli.context import AppContext
     from slmctl.engine import Engine
@@ -89,9 +88,9 @@ def command(
 
 def pull_if_missing(app: AppContext, engine: Engine, name: str, *, insecure: bool = False) -> Manifest:
     """The stored model; a .gguf file or ONNX folder given by path is imported, and a catalog alias or
-    source reference not in the store is pulled, on first use (:mod:`slmctl.resolve`)."""
+    source reference not in the store is pulled, on first use (:mod:`slmctl.services.resolve`)."""
     from slmctl.cli.progress import pull_progress
-    from slmctl.resolve import resolve_model
+    from slmctl.services.resolve import resolve_model
 
     def note(text: str) -> None:
         app.stderr.write(f"{text}\n")
@@ -139,41 +138,10 @@ def answer(app: AppContext, session: ChatSession, text: str, *, verbose: bool, j
             out.flush()
     if verbose and generation.stats is not None:
         app.stderr.write("\n".join(stats_lines(generation.stats)) + "\n")
-    problem = format_problem(session.json_format, generation.text, generation.stats,
-                             num_predict=session.options()[1].num_predict)
+    problem = session.format_problem(generation)
     if problem is not None:
         from slmctl.errors import ExitCode
 
         app.stderr.write(f"warning: {problem}\n")
         raise typer.Exit(int(ExitCode.INCOMPLETE))
 
-
-def format_problem(json_format: str | dict[str, object] | None, text: str, stats: Stats | None, *,
-                   num_predict: int = -1) -> str | None:
-    """Why an answer asked for with ``--format`` is not the JSON it promised; None when it is.
-
-    A generation that ended on its token limit (``done_reason`` "length": ``--max-tokens``/``num_predict``
-    or the end of the context) is cut off even when what it printed happens to parse.
-    """
-    if json_format is None:
-        return None
-    import json
-
-    what = "JSON" if json_format == "json" else "JSON for the --format schema"
-    try:
-        json.loads(text)
-        parse_error = None
-    except ValueError as exc:
-        parse_error = exc
-    if stats is not None and stats.done_reason == "length":
-        if 0 <= num_predict <= stats.eval_count:
-            cause = f"the --max-tokens / num_predict limit of {num_predict}"
-            fix = "raise --max-tokens"
-        else:
-            cause = "the end of the context"
-            fix = "shorten the prompt or raise --param num_ctx"
-        verdict = f"it is not complete {what}" if parse_error else f"it may not be complete {what}"
-        return f"the answer was cut off after {stats.eval_count} token(s) by {cause}: {verdict} ({fix})"
-    if parse_error is not None:
-        return f"the answer is not valid {what} ({parse_error})"
-    return None

@@ -33,7 +33,7 @@ def command(
     license_: bool = typer.Option(False, "--license", help="Print the license."),
 ) -> None:
     from slmctl.errors import UsageError
-    from slmctl.modelinfo import modelfile_text, parameters_text, show_info
+    from slmctl.services.modelinfo import modelfile_text, parameters_text, show_info
 
     if sum([json_output, modelfile, parameters, template, system, license_]) > 1:
         raise UsageError("choose one of --json, --modelfile, --parameters, --template, --system, --license")

@@ -27,7 +27,7 @@ def command(
 ) -> None:
     from slmctl.errors import ModelNotFound
     from slmctl.names import parse_model_ref
-    from slmctl.server_client import ServerClient
+    from slmctl.services.server_client import ServerClient
 
     client = ServerClient.from_env(ctx.obj.env)
     wanted = str(parse_model_ref(name))

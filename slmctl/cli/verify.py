@@ -42,7 +42,7 @@ def command(
 ) -> None:
     from slmctl.errors import IntegrityError
     from slmctl.names import parse_model_ref
-    from slmctl.repair import advice_before_repair
+    from slmctl.services.repair import advice_before_repair
     from slmctl.store.verify import verify_manifest
 
     store = ctx.obj.store()
@@ -71,7 +71,7 @@ def command(
 def _repair(ctx: typer.Context, results: list[Any], json_output: bool, problems: bool) -> None:
     from slmctl.cli.progress import pull_progress
     from slmctl.errors import IntegrityError
-    from slmctl.repair import repair_models
+    from slmctl.services.repair import repair_models
 
     app = ctx.obj
     with pull_progress(app.stderr) as on_event:

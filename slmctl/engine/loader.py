@@ -85,7 +85,7 @@ _RUNTIME_MODULES = {"gguf": "llama_cpp", "onnx": "onnxruntime_genai"}
 def _import_runtime(fmt: str) -> None:
     from importlib import import_module
 
-    from slmctl.backends.providers import loaded_here
+    from slmctl.backends.probes import loaded_here
 
     other = "onnx" if fmt == "gguf" else "gguf"
     if fmt in _RUNTIME_MODULES and not loaded_here(other):

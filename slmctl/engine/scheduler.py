@@ -38,7 +38,8 @@ class SchedulerSettings:
     #: Requests a model serves at once (decoded together where the model can batch, see ``batching``).
     parallel: int = 1
     max_queue: int = 512
-    #: Decode up to ``parallel`` requests of a model together (continuous batching; GGUF models).
+    #: Decode up to ``parallel`` requests of a model together (GGUF: continuous batching; ONNX models on
+    #: GroupQueryAttention: static batches on onnxruntime-genai's Engine; other models: one at a time).
     batching: bool = False
     #: Load each model in its own runner process.
     isolate: bool = False

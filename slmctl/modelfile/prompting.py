@@ -35,7 +35,6 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from slmctl.backends.base import ChatMessage
 from slmctl.modelfile.gotemplate import Template, parse_template
 from slmctl.modelfile.gotemplate_check import ANY, BOOL, INT, STRING, ListOf, MapOf, Struct, Type
 from slmctl.modelfile.gotemplate_funcs import format_value, go_json, json_string
@@ -47,9 +46,9 @@ _THINK = {"Think": False, "ThinkLevel": "", "IsThinkSet": False}
 
 def render_messages(template: str, messages: Sequence[Any], *, tools: list[dict[str, Any]] | None = None,
                     suffix: str = "") -> str:
-    """The prompt for ``messages`` (the whole conversation: :class:`ChatMessage` or any object or
-    mapping with ``role``, ``content`` and optionally ``tool_calls``, ``thinking``, ``tool_name``,
-    ``tool_call_id``) under ``template``. ``tools`` are Ollama/OpenAI tool definitions
+    """The prompt for ``messages`` (the whole conversation: a :class:`~slmctl.backends.base.ChatMessage`,
+    or any object or mapping with ``role``, ``content`` and optionally ``tool_calls``, ``thinking``,
+    ``tool_name``, ``tool_call_id``) under ``template``. ``tools`` are Ollama/OpenAI tool definitions
     (``{"type": "function", "function": {"name", "description", "parameters"}}``); a ``suffix`` asks
     for fill-in-the-middle of the last user message. Raises :class:`TemplateError`."""
     compiled = parse_template(template)
@@ -65,11 +64,12 @@ def render_messages(template: str, messages: Sequence[Any], *, tools: list[dict[
     return _render_exchanges(compiled, collated)
 
 
-def render_prompt(template: str, system: str | None, history: Sequence[ChatMessage], prompt: str) -> str:
-    """The full prompt text for ``prompt`` after ``history``, under ``template``: the conversation
-    ``system`` (when given), ``history``, then ``prompt`` as a user message, as Ollama's generate builds it."""
-    messages: list[Any] = [ChatMessage("system", system)] if system else []
-    return render_messages(template, [*messages, *history, ChatMessage("user", prompt)])
+def render_prompt(template: str, system: str | None, history: Sequence[Any], prompt: str) -> str:
+    """The full prompt text for ``prompt`` after ``history`` (messages as :func:`render_messages` takes
+    them), under ``template``: the conversation ``system`` (when given), ``history``, then ``prompt`` as a
+    user message, as Ollama's generate builds it."""
+    messages: list[Any] = [{"role": "system", "content": system}] if system else []
+    return render_messages(template, [*messages, *history, {"role": "user", "content": prompt}])
 
 
 def _collate(messages: list[_Message]) -> tuple[str, list[_Message]]:

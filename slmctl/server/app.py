@@ -72,7 +72,7 @@ async def _preload(app: FastAPI) -> None:
 def _pull_missing(serving: Serving, name: str) -> None:
     """Pull a ``--preload`` model the store lacks (``--pull-missing``, a config file's ``deployment.model``)."""
     from slmctl.names import parse_model_ref
-    from slmctl.pull import ensure_model
+    from slmctl.services.pull import ensure_model
 
     if not serving.engine.store.exists(parse_model_ref(name)):
         log.info("pulling %s (not in the store)", name)

@@ -140,7 +140,7 @@ async def progress_response(serving: Serving, stream: bool,
 
 @router.post("/api/pull", responses=PROGRESS_RESPONSES)
 async def pull(body: wire.PullBody, http: Request) -> Any:
-    from slmctl.pull import pull as pull_model
+    from slmctl.services.pull import pull as pull_model
 
     serving = serving_of(http)
 
@@ -225,7 +225,7 @@ def modelfile_for(body: wire.CreateBody, folder: Path, serving: Serving) -> str:
 
 @router.post("/api/create", responses=PROGRESS_RESPONSES)
 async def create(body: wire.CreateBody, http: Request) -> Any:
-    from slmctl.modelfile.create import BasePull, create_model
+    from slmctl.services.create import BasePull, create_model
 
     serving = serving_of(http)
     uploads_dir(serving).mkdir(parents=True, exist_ok=True)

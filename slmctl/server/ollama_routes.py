@@ -18,9 +18,9 @@ from fastapi.responses import JSONResponse
 from slmctl.backends.base import ChatMessage, GenerateRequest, Stats
 from slmctl.engine.runner import Runner
 from slmctl.errors import UsageError
-from slmctl.modelinfo import capabilities
 from slmctl.server.serving import Serving, Target, shorten
 from slmctl.server.streaming import Relay, collect, ndjson_response
+from slmctl.services.modelinfo import capabilities
 from slmctl.toolcalls import ToolCall, ToolCallFilter, parse_tool_calls, tool_names
 from slmctl.wire import ollama as wire
 

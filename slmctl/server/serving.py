@@ -133,7 +133,7 @@ class Serving:
     def check_tools(target: Target, runner: Runner) -> None:
         """Refuse tools for a model whose template (the Modelfile's TEMPLATE, else the model's own chat
         template) does not render them: the model would never see them."""
-        from slmctl.modelinfo import capabilities
+        from slmctl.services.modelinfo import capabilities
 
         template = target.defaults.template
         renders = "tools" in capabilities(target.manifest, template) if template is not None \

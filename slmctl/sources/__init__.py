@@ -1,16 +1,7 @@
-"""Where models come from: source references (``hf.co/...``, ``hf://...``, ``ollama://...``, ``https://...``)."""
+"""Where models come from: the transports and the downloader.
 
-from slmctl.sources.refs import (
-    OLLAMA_NAMESPACE,
-    OLLAMA_REGISTRY,
-    OLLAMA_TAG,
-    HfPathRef,
-    HfRepoRef,
-    OllamaRef,
-    SourceRef,
-    UrlRef,
-    parse_source,
-)
-
-__all__ = ["OLLAMA_NAMESPACE", "OLLAMA_REGISTRY", "OLLAMA_TAG", "HfPathRef", "HfRepoRef", "OllamaRef", "SourceRef",
-           "UrlRef", "parse_source"]
+The transports (:mod:`.hf`, :mod:`.ollama`, :mod:`.url`; :mod:`.transports` picks one for a reference,
+:mod:`.base` is what they answer) turn a source reference (:mod:`slmctl.refs`) into the files of a
+remote model; the downloader (:mod:`slmctl.sources.downloader`) fetches one file, resumable and
+verified. Nothing here imports the store: the pull service puts what comes from here into it.
+"""

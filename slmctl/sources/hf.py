@@ -25,8 +25,9 @@ from urllib.parse import quote
 import httpx
 
 from slmctl.errors import ModelNotFound, NetworkError, UsageError
+from slmctl.refs import HfPathRef, HfRepoRef
 from slmctl.sources.base import ClientFactory, RemoteFile, RemoteModel
-from slmctl.sources.http import (
+from slmctl.sources.downloader.http import (
     RETRYABLE_STATUS,
     TOKEN_HINT,
     DownloadError,
@@ -36,7 +37,6 @@ from slmctl.sources.http import (
     parse_retry_after,
     with_retries,
 )
-from slmctl.sources.refs import HfPathRef, HfRepoRef
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 DEFAULT_REVISION = "main"

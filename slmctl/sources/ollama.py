@@ -7,7 +7,7 @@ license and params layers are fetched now, checked against their digests, and re
 :attr:`RemoteModel.layers`. Of the params layer only the parameters slmctl knows are kept
 (:func:`supported_params`): Ollama-only options such as ``mirostat`` or ``penalize_newline`` would make
 the stored model fail to run or show. Which registry layer is which kind is
-:func:`slmctl.store.layers.ollama_layer_kind`'s business.
+:func:`slmctl.sources.ollama_layers.ollama_layer_kind`'s business.
 
 Scheme: https. ``default_host`` (the caller's ``SLMCTL_OLLAMA_REGISTRY``) replaces the default registry
 host for references that name none; it may carry a scheme (``http://host:port``), and plain http is
@@ -27,10 +27,10 @@ import httpx
 
 from slmctl.errors import IntegrityError, InvalidModelFile, NetworkError, UsageError
 from slmctl.options import canonical_key, parse_value
+from slmctl.refs import _HOST, OLLAMA_REGISTRY, OllamaRef
 from slmctl.sources.base import ClientFactory, RemoteFile, RemoteModel
 from slmctl.sources.hf import request
-from slmctl.sources.refs import _HOST, OLLAMA_REGISTRY, OllamaRef
-from slmctl.store.layers import OLLAMA_MODEL_MEDIA, OLLAMA_TEXT_KINDS, decode_params, ollama_layer_kind
+from slmctl.sources.ollama_layers import OLLAMA_MODEL_MEDIA, OLLAMA_TEXT_KINDS, ollama_layer_kind
 
 MANIFEST_ACCEPT = "application/vnd.docker.distribution.manifest.v2+json"
 MAX_TEXT_LAYER = 1024 * 1024
@@ -161,11 +161,11 @@ class OllamaTransport:
             raise InvalidModelFile(f"the {kind} layer of {what} is not UTF-8 text") from None
         if kind == "params":
             try:
-                params = decode_params(text)
+                params = json.loads(text)
             except ValueError:
                 raise InvalidModelFile(f"the params layer of {what} is not JSON") from None
-            except TypeError:
-                raise InvalidModelFile(f"the params layer of {what} is not a JSON object") from None
+            if not isinstance(params, dict):
+                raise InvalidModelFile(f"the params layer of {what} is not a JSON object")
             kept = supported_params(params)
             dropped = sorted(str(key) for key in params if not _kept(str(key), kept))
             if dropped:

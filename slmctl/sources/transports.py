@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from slmctl.errors import UsageError
+from slmctl.refs import HfPathRef, HfRepoRef, OllamaRef, UrlRef
 from slmctl.sources.base import ClientFactory, Transport
+from slmctl.sources.downloader.http import default_client
 from slmctl.sources.hf import DEFAULT_REVISION, HfTransport
-from slmctl.sources.http import default_client
 from slmctl.sources.ollama import OllamaTransport
-from slmctl.sources.refs import HfPathRef, HfRepoRef, OllamaRef, UrlRef
 from slmctl.sources.url import UrlTransport
 
 

@@ -14,10 +14,10 @@ from urllib.parse import unquote, urlsplit
 import httpx
 
 from slmctl.errors import ModelNotFound, NetworkError, UsageError
+from slmctl.refs import UrlRef
 from slmctl.sources.base import ClientFactory, RemoteFile, RemoteModel
+from slmctl.sources.downloader.http import PROBE_RANGE, display_url
 from slmctl.sources.hf import request
-from slmctl.sources.http import PROBE_RANGE, display_url
-from slmctl.sources.refs import UrlRef
 
 _CONTENT_RANGE = re.compile(r"^bytes\s+\d+-\d+/(\d+)$")
 _SHA = re.compile(r"^(?:sha256:)?([0-9a-fA-F]{64})$")

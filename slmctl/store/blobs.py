@@ -1,9 +1,10 @@
 """Content hashing and staging of blobs.
 
-Owns the ``sha256:<hex>`` digest helpers, the on-disk blob file name (``sha256-<hex>``) and
-:class:`HashingWriter`, which streams data into a temporary file in the store's ``tmp/`` directory
-while computing its sha256, producing a :class:`StagedBlob` ready to be committed. Nothing here takes
-the store lock: staging large files must never block other processes.
+Owns the checks and parts of a ``sha256:<hex>`` digest (computing one is :mod:`slmctl.fileio`'s), the
+on-disk blob file name (``sha256-<hex>``) and :class:`HashingWriter`, which streams data into a
+temporary file in the store's ``tmp/`` directory while computing its sha256, producing a
+:class:`StagedBlob` ready to be committed. Nothing here takes the store lock: staging large files must
+never block other processes.
 """
 
 from __future__ import annotations
@@ -17,10 +18,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
-from slmctl.errors import OperationFailed
+from slmctl.fileio import CHUNK_SIZE, DIGEST_PREFIX, unlink_quietly
 
-CHUNK_SIZE = 1 << 20
-DIGEST_PREFIX = "sha256:"
 STAGE_PREFIX = "stage-"
 STAGE_SUFFIX = ".partial"
 #: Prefix of the scratch folders ``model_path`` builds ONNX link trees in (``mat-<pid>-...``).
@@ -53,25 +52,6 @@ def digest_from_blob_name(name: str) -> str | None:
     return candidate if name.startswith("sha256-") and is_digest(candidate) else None
 
 
-def sha256_bytes(data: bytes) -> str:
-    """The ``sha256:<hex>`` digest of ``data``."""
-    return DIGEST_PREFIX + hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path, chunk: int = CHUNK_SIZE) -> tuple[str, int]:
-    """Hash a file in chunks; returns ``(digest, size)``. Unreadable files raise ``OperationFailed``."""
-    hasher = hashlib.sha256()
-    size = 0
-    try:
-        with open(path, "rb") as fh:
-            while block := fh.read(chunk):
-                hasher.update(block)
-                size += len(block)
-    except OSError as exc:
-        raise OperationFailed(f"cannot read '{path}': {exc.strerror or exc}") from exc
-    return DIGEST_PREFIX + hasher.hexdigest(), size
-
-
 def staging_owner_alive(name: str) -> bool:
     """Whether the process that made a staging entry (``stage-<pid>-...``, ``mat-<pid>-...``) still runs.
 
@@ -91,14 +71,6 @@ def staging_owner_alive(name: str) -> bool:
     except OSError:
         return True
     return True
-
-
-def unlink_quietly(path: Path) -> None:
-    """Delete a file if it exists, ignoring errors (best-effort cleanup)."""
-    try:
-        path.unlink(missing_ok=True)
-    except OSError:
-        pass
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import IO, BinaryIO
 
 from slmctl.errors import IntegrityError, InvalidModelFile, OperationFailed, UsageError
+from slmctl.fileio import DIGEST_PREFIX
 from slmctl.names import ModelRef
-from slmctl.store.blobs import DIGEST_PREFIX, StagedBlob, blob_name, digest_from_blob_name
+from slmctl.store.blobs import StagedBlob, blob_name, digest_from_blob_name
 from slmctl.store.interrupts import commit_section
 from slmctl.store.layout import os_reason
 from slmctl.store.manifest import Manifest

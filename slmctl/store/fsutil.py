@@ -1,7 +1,7 @@
-"""Small filesystem primitives the store is built on.
+"""Small filesystem primitives the store is built on (atomic writes and directory fsync, which the
+downloader shares, are :mod:`slmctl.fileio`'s).
 
-Owns atomic file replacement (write ``*.tmp`` + fsync + ``os.replace``), best-effort directory
-fsync, deletion of read-only files and trees, pruning of empty directories, and building a folder of
+Owns deletion of read-only files and trees, pruning of empty directories, and building a folder of
 links to blobs (symlink, else hard link, else copy). No store layout knowledge lives here.
 """
 
@@ -15,36 +15,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-
-def fsync_dir(directory: Path) -> None:
-    """Flush a directory entry change to disk (best effort; a no-op where unsupported)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see either the old file or the complete new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+from slmctl.fileio import fsync_dir
 
 
 def make_read_only(path: Path) -> None:

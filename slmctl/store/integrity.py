@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Literal
 
 from slmctl.errors import OperationFailed
-from slmctl.store import fsutil
-from slmctl.store.blobs import blob_name, sha256_file, unlink_quietly
+from slmctl.fileio import fsync_dir, sha256_file, unlink_quietly, write_atomic
+from slmctl.store.blobs import blob_name
+from slmctl.store.fsutil import make_read_only
 from slmctl.store.layout import StoreLayout, os_reason
 
 #: ``ok``: the blob is stored and matches its digest; ``missing``; ``damaged``: other content or unreadable.
@@ -42,7 +43,7 @@ def _key(st: os.stat_result) -> dict[str, int]:
 
 def _record(layout: StoreLayout, digest: str, st: os.stat_result) -> None:
     try:
-        fsutil.write_atomic(_stamp_path(layout, digest), json.dumps(_key(st)) + "\n")
+        write_atomic(_stamp_path(layout, digest), json.dumps(_key(st)) + "\n")
     except OSError:
         pass  # best effort: without a stamp the blob is hashed again next time
 
@@ -131,7 +132,7 @@ def quarantine(layout: StoreLayout, digest: str) -> Path | None:
             hint="stop programs using the model (slmctl serve) and try again",
         ) from exc
     forget_stamp(layout, digest)
-    fsutil.fsync_dir(layout.blobs_dir)
+    fsync_dir(layout.blobs_dir)
     return target
 
 
@@ -140,7 +141,7 @@ def adopt(layout: StoreLayout, digest: str, tmp_path: Path) -> None:
     target = layout.blob_path(digest)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fsutil.make_read_only(tmp_path)
+        make_read_only(tmp_path)
         os.replace(tmp_path, target)
     except OSError as exc:
         raise OperationFailed(f"cannot move blob {digest} into the model store: {os_reason(exc)}") from exc

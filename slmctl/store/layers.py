@@ -5,9 +5,8 @@ A model's Modelfile layers (``template``, ``system``, ``params``, ``messages``, 
 
 * the kinds (:data:`LayerKind`) and the order they take in a manifest (:data:`LAYER_ORDER`, fixed, so
   equal Modelfiles give equal digests);
-* their media types: slmctl's own (:data:`MEDIA_TYPES`, ``application/vnd.slmctl.<kind>``) and Ollama's
-  registry names (:data:`OLLAMA_MEDIA_TYPES`, ``application/vnd.ollama.image.<kind>``, read by
-  :func:`ollama_layer_kind`);
+* their media types (:data:`MEDIA_TYPES`, ``application/vnd.slmctl.<kind>``; Ollama's registry names
+  for them are the Ollama transport's: :mod:`slmctl.sources.ollama_layers`);
 * the bytes written for each kind: plain UTF-8 text for ``template``, ``system`` and ``license``
   (:func:`encode_text`), canonical JSON (sorted keys, compact separators, UTF-8 unescaped;
   :func:`canonical_json`) for ``params``, ``messages`` and ``file`` (:func:`encode_params`,
@@ -38,27 +37,7 @@ TEXT_KINDS: tuple[LayerKind, ...] = tuple(kind for kind in LAYER_ORDER if kind !
 #: slmctl's media type of each kind, recorded in the manifest's layers.
 MEDIA_TYPES: dict[str, str] = {kind: f"application/vnd.slmctl.{kind}" for kind in LAYER_ORDER}
 
-#: Ollama registry layers: ``application/vnd.ollama.image.<name>``.
-OLLAMA_MEDIA_PREFIX = "application/vnd.ollama.image."
-#: The Ollama layer holding the weights (a GGUF file): the model's file, not a Modelfile layer.
-OLLAMA_MODEL_MEDIA = OLLAMA_MEDIA_PREFIX + "model"
-#: Ollama's media type of each kind Ollama has (``file`` is slmctl's own: Ollama has no FILE).
-OLLAMA_MEDIA_TYPES: dict[str, str] = {kind: OLLAMA_MEDIA_PREFIX + kind for kind in LAYER_ORDER if kind != "file"}
-#: The Ollama layers a pull keeps, as text (messages, adapters and projectors are not taken over).
-OLLAMA_TEXT_KINDS: tuple[LayerKind, ...] = ("template", "system", "license", "params")
-
 _DAMAGED_HINT = "run 'slmctl verify' or create the model again"
-
-
-def ollama_layer_kind(media_type: object) -> str | None:
-    """What an Ollama registry layer is: ``"model"`` (the weights), the slmctl kind it maps to, or None
-    (not an Ollama layer, or one slmctl has no kind for, such as ``projector``)."""
-    if not isinstance(media_type, str) or not media_type.startswith(OLLAMA_MEDIA_PREFIX):
-        return None
-    if media_type == OLLAMA_MODEL_MEDIA:
-        return "model"
-    name = media_type[len(OLLAMA_MEDIA_PREFIX):]
-    return name if OLLAMA_MEDIA_TYPES.get(name) == media_type else None
 
 
 # -- encoding: the bytes of a layer ---------------------------------------------------------------------
@@ -161,10 +140,6 @@ def decode_layers(texts_by_kind: Mapping[str, Sequence[str]], *, model: str) -> 
 __all__ = [
     "LAYER_ORDER",
     "MEDIA_TYPES",
-    "OLLAMA_MEDIA_PREFIX",
-    "OLLAMA_MEDIA_TYPES",
-    "OLLAMA_MODEL_MEDIA",
-    "OLLAMA_TEXT_KINDS",
     "TEXT_KINDS",
     "LayerKind",
     "LayerValues",
@@ -179,5 +154,4 @@ __all__ = [
     "encode_params",
     "encode_params_text",
     "encode_text",
-    "ollama_layer_kind",
 ]

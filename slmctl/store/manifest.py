@@ -16,8 +16,9 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from slmctl.errors import UsageError
+from slmctl.fileio import DIGEST_PREFIX
 from slmctl.names import ModelRef, parse_model_ref
-from slmctl.store.blobs import DIGEST_PREFIX, digest_hex
+from slmctl.store.blobs import digest_hex
 from slmctl.store.layers import LayerKind
 
 SCHEMA_VERSION = 1

@@ -17,8 +17,8 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from slmctl.errors import IntegrityError, OperationFailed
-from slmctl.store import fsutil
 from slmctl.store.blobs import MATERIALIZE_PREFIX
+from slmctl.store.fsutil import build_link_tree, delete_tree
 from slmctl.store.layout import StoreLayout, os_reason
 from slmctl.store.manifest import Manifest
 
@@ -71,10 +71,10 @@ class Materializer(StoreLayout):
             self.check_blob_sizes(manifest, {})
         except IntegrityError:
             raise damaged_model(manifest) from None
-        fsutil.delete_tree(target)  # an incomplete folder left by an older crash
+        delete_tree(target)  # an incomplete folder left by an older crash
         entries = [(entry.path, self.blob_path(entry.digest)) for entry in manifest.files]
         try:
-            fsutil.build_link_tree(target, entries, staging, prefix=f"{MATERIALIZE_PREFIX}{os.getpid()}-")
+            build_link_tree(target, entries, staging, prefix=f"{MATERIALIZE_PREFIX}{os.getpid()}-")
         except OSError as exc:
             raise OperationFailed(f"cannot prepare the model folder of '{manifest.ref}' in {target.parent}: "
                                   f"{os_reason(exc)}") from exc
@@ -84,7 +84,7 @@ class Materializer(StoreLayout):
         """Delete the folders of the ``manifests`` that link to one of ``digests`` (lock held); rebuilt on use."""
         for manifest in manifests:
             if manifest.blob_digests() & digests:
-                fsutil.delete_tree(self.materialized_path(manifest))
+                delete_tree(self.materialized_path(manifest))
 
 
 def private_root() -> Path:

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from slmctl.errors import OperationFailed
-from slmctl.store.blobs import STAGE_PREFIX, HashingWriter, StagedBlob, sha256_file
+from slmctl.fileio import sha256_file
+from slmctl.store.blobs import STAGE_PREFIX, HashingWriter, StagedBlob
 from slmctl.store.layout import StoreLayout, os_reason
 
 

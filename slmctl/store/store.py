@@ -18,9 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import slmctl.store.fsutil as fsutil
+import slmctl.store.integrity as integrity
+import slmctl.store.interrupts as interrupts
 from slmctl.errors import IntegrityError, OperationFailed, UsageError
+from slmctl.fileio import fsync_dir, write_atomic
 from slmctl.names import ModelRef
-from slmctl.store import fsutil, integrity, interrupts
 from slmctl.store.blobs import StagedBlob, staging_owner_alive
 from slmctl.store.layout import MANIFEST_SUFFIX, ManifestProblem, not_found, os_reason
 from slmctl.store.manifest import Manifest
@@ -160,7 +163,7 @@ class ModelStore(Staging, Materializer):
             if not path.is_file():
                 raise not_found(ref)
             fsutil.delete_file(path)
-            fsutil.fsync_dir(path.parent)
+            fsync_dir(path.parent)
             fsutil.prune_empty_dirs(path.parent, self.manifests_dir)
             result = self.collect_garbage()
         return RemoveResult(ref, result.freed_bytes, result.removed_blobs)
@@ -219,7 +222,7 @@ class ModelStore(Staging, Materializer):
                 integrity.adopt(self, digest, pending[digest])
                 moved.add(digest)
         if moved:
-            fsutil.fsync_dir(self.blobs_dir)
+            fsync_dir(self.blobs_dir)
         if replaced:
             self.drop_materialized(self.scan().manifests, replaced)
 
@@ -229,7 +232,7 @@ class ModelStore(Staging, Materializer):
         self._check_name_free(manifest.ref, path)
         replaced = path.is_file()
         try:
-            fsutil.write_atomic(path, manifest.to_json())
+            write_atomic(path, manifest.to_json())
         except OSError as exc:
             raise OperationFailed(f"cannot write the manifest of '{manifest.ref}': {os_reason(exc)}") from exc
         section.committed()

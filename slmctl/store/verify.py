@@ -4,7 +4,7 @@ Every blob a model references (files and Modelfile layers) is re-hashed and comp
 digest and size its manifest records. Nothing is repaired or deleted and the store lock is not taken
 (hashing large models must not block other processes); the verification stamps of the blobs are
 refreshed (good) or dropped (damaged), so that an import or pull never trusts a blob found damaged
-(:mod:`slmctl.store.integrity`). Repairing is :mod:`slmctl.repair`'s job.
+(:mod:`slmctl.store.integrity`). Repairing is :mod:`slmctl.services.repair`'s job.
 """
 
 from __future__ import annotations

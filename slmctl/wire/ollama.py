@@ -208,7 +208,7 @@ def tags_entry(manifest: Any) -> dict[str, Any]:
 
 def show_object(engine: Any, manifest: Any) -> dict[str, Any]:
     """``POST /api/show``: the Modelfile, parameters, template, details, model_info and capabilities."""
-    from slmctl.modelinfo import capabilities, modelfile_text, parameters_text, show_info
+    from slmctl.services.modelinfo import capabilities, modelfile_text, parameters_text, show_info
 
     info = show_info(engine, manifest)
     defaults = engine.defaults(manifest)

@@ -18,9 +18,9 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from slmctl.bench.model import ALL_FIGURES, BenchDocument
-from slmctl.bench.report import FIGURE_LABELS, format_date, format_with_unit
 from slmctl.errors import OperationFailed
+from slmctl.services.bench.model import ALL_FIGURES, BenchDocument
+from slmctl.services.bench.report import FIGURE_LABELS, format_date, format_with_unit
 
 HISTORY_FILE = "history.jsonl"
 LOCK_TIMEOUT = 30.0

@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterable, Sequence
 from itertools import product
 from typing import TypeVar
 
-from slmctl.bench.model import BenchConfig
 from slmctl.errors import UsageError
+from slmctl.services.bench.model import BenchConfig
 
 T = TypeVar("T")
 

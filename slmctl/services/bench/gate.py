@@ -27,9 +27,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from slmctl.bench.model import ALL_FIGURES, SCHEMA_VERSION, BenchDocument
-from slmctl.bench.report import FIGURE_LABELS, format_with_unit
 from slmctl.errors import InvalidModelFile, NothingCompared, UsageError
+from slmctl.services.bench.model import ALL_FIGURES, SCHEMA_VERSION, BenchDocument
+from slmctl.services.bench.report import FIGURE_LABELS, format_with_unit
 
 NOISE_FACTOR = 2.0
 

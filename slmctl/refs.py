@@ -11,6 +11,9 @@ Forms (``docs``: the model-name grammar of the CLI contract):
 :func:`parse_source` returns a typed reference, None for text that is not a source reference (a
 local or catalog name, a path), and raises :class:`~slmctl.errors.UsageError` (exit 2) for a
 malformed one. ``str(ref)`` gives back a reference that parses to the same value.
+
+A leaf beside :mod:`slmctl.names` (it imports only :mod:`slmctl.errors`): the catalog, the transports
+(:mod:`slmctl.sources`) and the services all read references through it.
 """
 
 from __future__ import annotations

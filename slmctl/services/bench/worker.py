@@ -1,4 +1,5 @@
-"""``python -m slmctl.bench.worker JSON``: one benchmark sample in a fresh process (``slmctl bench --isolate``).
+"""``python -m slmctl.services.bench.worker JSON``: one benchmark sample in a fresh process
+(``slmctl bench --isolate``).
 
 JSON is ``{"config": <BenchConfig>, "repetition": N}``; the model store is ``$SLMCTL_HOME``'s. The worker
 prints exactly one JSON line on stdout: ``{"sample": <Sample>}``, or ``{"error": {"type", "message",
@@ -15,16 +16,17 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     out = sys.stdout
     try:
-        from slmctl.bench.model import BenchConfig
-        from slmctl.bench.runner import run_sample
         from slmctl.engine import Engine
         from slmctl.errors import ExitCode, SlmctlError, UsageError
+        from slmctl.services.bench.model import BenchConfig
+        from slmctl.services.bench.runner import run_sample
         from slmctl.settings import Settings
         from slmctl.store import ModelStore
 
         try:
             if len(args) != 1:
-                raise UsageError("usage: python -m slmctl.bench.worker '{\"config\": {...}, \"repetition\": 0}'")
+                raise UsageError("usage: python -m slmctl.services.bench.worker "
+                                 "'{\"config\": {...}, \"repetition\": 0}'")
             try:
                 request = json.loads(args[0])
                 config = BenchConfig.model_validate(request["config"])

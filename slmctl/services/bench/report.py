@@ -1,11 +1,11 @@
-"""Reports of a benchmark: builds the ``BenchDocument`` and renders it as JSON, CSV, Markdown and text.
+"""Reports of a benchmark: builds the ``BenchDocument`` and renders it as JSON, CSV and Markdown.
 
-Owns the document assembly (timestamp, summaries through :mod:`slmctl.bench.stats`), its JSON Schema
-and every textual rendering: ``--json``/``--output`` (JSON), ``--csv``, ``--markdown`` (to paste in a
-GitHub issue) and the terminal table with a bar chart of generation speed (:func:`to_text`, drawn by
-:mod:`slmctl.bench.text`). Configurations of N > 1 concurrent requests add their figures (aggregate
-tokens/s, TTFT p95) and a concurrency column; a document without any reads as before. Pure functions:
-nothing here writes files or prints.
+Owns the document assembly (timestamp, summaries through :mod:`slmctl.services.bench.stats`), its JSON
+Schema and the file renderings: ``--json``/``--output`` (JSON), ``--csv``, ``--markdown`` (to paste in
+a GitHub issue), and the labels and values the terminal table (with a bar chart of generation speed:
+:func:`slmctl.services.bench.text.to_text`) is built from. Configurations of N > 1 concurrent requests
+add their figures (aggregate tokens/s, TTFT p95) and a concurrency column; a document without any reads
+as before. Pure functions: nothing here writes files or prints.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from slmctl.bench.model import (CONCURRENCY_FIGURES, FIGURES, SCHEMA_VERSION, BenchConfig, BenchDocument, ConfigSummary,
-                                FigureStats, ModelInfo, Sample)
-from slmctl.bench.stats import UNSTABLE_RULE, summarize_all
+from slmctl.services.bench.model import (CONCURRENCY_FIGURES, FIGURES, SCHEMA_VERSION, BenchConfig, BenchDocument,
+                                         ConfigSummary, FigureStats, ModelInfo, Sample)
+from slmctl.services.bench.stats import UNSTABLE_RULE, summarize_all
 from slmctl.units import human_size
 
 #: JSON Schema dialect and identifier of the result document.
@@ -258,16 +258,3 @@ def to_markdown(doc: BenchDocument) -> str:
             names = ", ".join(figure_label(f, c) for f in summary.unstable)
             lines += ["", f"> ⚠️ Unstable: {names} ({UNSTABLE_RULE})."]
     return "\n".join(lines) + "\n"
-
-
-# ----------------------------------------------------------------------------- terminal text
-
-def to_text(doc: BenchDocument, *, width: int = 80, color: bool = False) -> str:
-    """The terminal report: a table (``!`` marks unstable figures) and a bar chart of generation tok/s
-    (see :mod:`slmctl.bench.text`).
-
-    Plain text by default; ``color=True`` adds ANSI colours (rendered through rich), for a terminal.
-    """
-    from slmctl.bench.text import render_text
-
-    return render_text(doc, width=width, color=color)

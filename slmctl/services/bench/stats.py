@@ -19,7 +19,7 @@ import math
 import statistics
 from collections.abc import Iterable, Sequence
 
-from slmctl.bench.model import CONCURRENCY_FIGURES, FIGURES, BenchConfig, ConfigSummary, FigureStats, Sample
+from slmctl.services.bench.model import CONCURRENCY_FIGURES, FIGURES, BenchConfig, ConfigSummary, FigureStats, Sample
 
 #: Fewer samples than this are too few to judge a spread: nothing is flagged unstable.
 MIN_SAMPLES_TO_JUDGE = 3

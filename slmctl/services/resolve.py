@@ -12,7 +12,7 @@ In order:
    used instead. An explicit path that does not exist, or is neither a GGUF file (by extension or
    magic) nor a folder that looks like an ONNX model, is a usage error;
 3. anything else: a catalog alias or source reference, pulled on first use by
-   :func:`slmctl.pull.ensure_model`, which also gives the "did you mean" of an unknown name.
+   :func:`slmctl.services.pull.ensure_model`, which also gives the "did you mean" of an unknown name.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from typing import Any
 
 from slmctl.errors import ModelNotFound, OperationFailed, UsageError
 from slmctl.events import OnEvent
-from slmctl.importer import default_name, new_manifest, prepare_path
 from slmctl.names import parse_model_ref
+from slmctl.services.importer import default_name, new_manifest, prepare_path
 from slmctl.settings import Settings
 from slmctl.store import Manifest, ModelStore
 
@@ -42,7 +42,7 @@ def resolve_model(store: ModelStore, settings: Settings, name: str, *, env: Mapp
     path = local_model_path(store, name)
     if path is not None:
         return import_on_first_use(store, path, on_note=on_note)
-    from slmctl.pull import ensure_model
+    from slmctl.services.pull import ensure_model
 
     return ensure_model(store, settings, name, env=env, on_event=on_event, insecure=insecure,
                         client_factory=client_factory)

@@ -198,8 +198,8 @@ def _from_local(store: ModelStore, manifest: Manifest, needed: set[str]) -> list
 def _from_remote(store: ModelStore, manifest: Manifest, needed: set[str], *, env: Mapping[str, str],
                  on_event: OnEvent | None, client_factory: Any) -> list[StagedBlob]:
     """Download the needed files (and Modelfile layers a registry ships) again, at the recorded revision."""
-    from slmctl.pull import fetch_file, stage_layers
-    from slmctl.sources.refs import HfPathRef, HfRepoRef, parse_source
+    from slmctl.refs import HfPathRef, HfRepoRef, parse_source
+    from slmctl.services.pull import fetch_file, stage_layers
     from slmctl.sources.transports import transport_for
 
     source = parse_source(manifest.source.ref, allow_http=True)

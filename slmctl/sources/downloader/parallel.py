@@ -1,12 +1,12 @@
 """The downloader's parallel mode: Range parts fetched by worker threads into one preallocated file.
 
-:class:`ParallelDownload` runs one :class:`~slmctl.sources.download.Job` whose server honours ranges:
+:class:`ParallelDownload` runs one :class:`~.job.Job` whose server honours ranges:
 
-* Layout (:mod:`slmctl.sources.parts`): many parts, taken in file order by ``job.parts`` workers; a
-  sidecar that matches resumes where the last run stopped (only unrecorded tails are fetched again).
-* Bodies: through a per-worker :class:`~slmctl.sources.rawget.RawSession` (kept-alive connections,
-  one copy per byte) when ``job.raw``, else the job's httpx client (pooled, thread-safe).
-* A :class:`~slmctl.sources.ordered_hash.FollowingHasher` hashes the downloaded prefix meanwhile.
+* Layout (:mod:`.parts`): many parts, taken in file order by ``job.parts`` workers; a sidecar that
+  matches resumes where the last run stopped (only unrecorded tails are fetched again).
+* Bodies: through a per-worker :class:`~.rawget.RawSession` (kept-alive connections, one copy per
+  byte) when ``job.raw``, else the job's httpx client (pooled, thread-safe).
+* A :class:`~.ordered_hash.FollowingHasher` hashes the downloaded prefix meanwhile.
 * The main thread checkpoints every ``job.checkpoint_interval`` s: fsync of the data, *then* the
   sidecar describing it (never more than what is on disk). Frequent fsyncs keep the kernel writing
   back during the transfer, so the last one before the rename is short.
@@ -20,17 +20,16 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import closing
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from slmctl.errors import OperationFailed
-from slmctl.sources.http import Cancelled, DownloadError, Progress, Transient, check_response, display_url
-from slmctl.sources.ordered_hash import FollowingHasher
-from slmctl.sources.parts import Part, PartQueue, frontier, load_layout, plan_parts, sidecar_state
-from slmctl.sources.rawget import RawSession, UnsupportedRoute
-from slmctl.store.fsutil import write_atomic
-
-if TYPE_CHECKING:
-    from slmctl.sources.download import Job
+from slmctl.fileio import write_atomic
+from slmctl.sources.downloader.http import (Cancelled, DownloadError, Progress, Transient, check_response,
+                                            display_url)
+from slmctl.sources.downloader.job import Job
+from slmctl.sources.downloader.ordered_hash import FollowingHasher
+from slmctl.sources.downloader.parts import Part, PartQueue, frontier, load_layout, plan_parts, sidecar_state
+from slmctl.sources.downloader.rawget import RawSession, UnsupportedRoute
 
 #: Most bytes asked of one socket read on the raw path.
 READ_SIZE = 1 << 20

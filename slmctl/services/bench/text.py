@@ -1,4 +1,4 @@
-"""The terminal report of ``slmctl bench``: a table of medians and a bar chart (``report.to_text``).
+"""The terminal report of ``slmctl bench``: a table of medians and a bar chart (:func:`to_text`).
 
 Plain text (fine in CI logs); ``color=True`` only adds ANSI colours. When a configuration ran N > 1
 concurrent requests (``--concurrency``) the table gets the concurrency columns (N, TTFT p50 and p95,
@@ -16,10 +16,10 @@ from collections.abc import Sequence
 
 from rich.markup import escape
 
-from slmctl.bench.model import BenchDocument, ConfigSummary, Sample
-from slmctl.bench.report import (config_labels, devices_used, format_date, format_value, machine_line, samples_of,
-                                 token_count)
-from slmctl.bench.stats import UNSTABLE_RULE
+from slmctl.services.bench.model import BenchDocument, ConfigSummary, Sample
+from slmctl.services.bench.report import (config_labels, devices_used, format_date, format_value, machine_line,
+                                          samples_of, token_count)
+from slmctl.services.bench.stats import UNSTABLE_RULE
 
 TEXT_COLUMNS = ["MODEL", "FORMAT", "DEVICE", "THREADS", "CTX", "P/G TOKENS", "LOAD MS", "TTFT MS",
                 "PROMPT TOK/S", "GEN TOK/S", "PEAK RSS"]
@@ -93,9 +93,12 @@ def _bar_chart(doc: BenchDocument, width: int, figure: str, title: str) -> list[
     return lines
 
 
-def render_text(doc: BenchDocument, *, width: int = 80, color: bool = False) -> str:
+def to_text(doc: BenchDocument, *, width: int = 80, color: bool = False) -> str:
     """The terminal report: a table (``!`` marks unstable figures) and a bar chart of generation tok/s
-    (aggregate tok/s when a configuration ran concurrent requests)."""
+    (aggregate tok/s when a configuration ran concurrent requests).
+
+    Plain text by default; ``color=True`` adds ANSI colours (rendered through rich), for a terminal.
+    """
     title = f"slmctl bench · {format_date(doc.created_at)} · {machine_line(doc.machine)}"
     if not doc.summary:
         return title + "\nno configuration was benchmarked\n"

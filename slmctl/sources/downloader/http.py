@@ -105,7 +105,7 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 class HasStatus(Protocol):
-    """What :func:`check_response` reads: an httpx response or a :class:`~slmctl.sources.rawget.RawResponse`."""
+    """What :func:`check_response` reads: an httpx response or a :class:`~.rawget.RawResponse`."""
 
     status_code: int
 

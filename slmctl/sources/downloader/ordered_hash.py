@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from slmctl.store.blobs import DIGEST_PREFIX
+from slmctl.fileio import DIGEST_PREFIX
 
 READ_CHUNK = 4 << 20
 POLL_S = 0.005

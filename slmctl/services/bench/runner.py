@@ -4,9 +4,11 @@ a fresh one (``--isolate``), and the whole matrix with warm-up runs and interlea
 Each sample loads the model, feeds it a synthetic prompt of exactly ``prompt_tokens`` tokens (made
 from the model's own tokenizer), generates exactly ``gen_tokens`` tokens with end-of-sequence ignored,
 and closes the model again (a configuration of N > 1 concurrent requests is measured by
-:mod:`slmctl.bench.concurrent` instead). The figures come from the backend's :class:`~slmctl.backends.base.Stats`
-(nanosecond timings taken around the runtime calls), the load time from ``LoadedInfo.load_duration``
-and the peak resident memory from a background thread polling the process every few milliseconds.
+:mod:`slmctl.services.bench.concurrent` instead; what both share, the prompt, the load options and the
+memory sampler, is :mod:`slmctl.services.bench.workload`'s). The figures come from the backend's
+:class:`~slmctl.backends.base.Stats` (nanosecond timings taken around the runtime calls), the load time
+from ``LoadedInfo.load_duration`` and the peak resident memory from a background thread polling the
+process every few milliseconds.
 """
 
 from __future__ import annotations
@@ -15,105 +17,27 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from slmctl.bench.matrix import label
-from slmctl.bench.model import BenchConfig, Sample
 from slmctl.errors import OperationFailed, SlmctlError, UsageError
+from slmctl.services.bench.matrix import label
+from slmctl.services.bench.model import BenchConfig, Sample
+from slmctl.services.bench.workload import PeakMemory, check_fits, load_options, synthetic_prompt
 
 if TYPE_CHECKING:
-    from slmctl.backends.base import LoadedModel
     from slmctl.engine import Engine
-
-#: The text synthetic prompts are cut from: plain English, so every tokenizer splits it in a typical way.
-PARAGRAPH = (
-    "The history of computing is a story of people trying to make machines do useful work faster. "
-    "Early mechanical calculators could add and subtract, but each new problem needed careful setup "
-    "by hand. Later, engineers built electronic machines that stored their programs in memory, so the "
-    "same hardware could solve many different problems. Today a small language model can run on a "
-    "laptop, answer questions about a document, translate a paragraph, or summarise the notes of a "
-    "long meeting in a few seconds, without sending any data over the network."
-)
-
-#: How often the memory sampler polls the process (seconds).
-RSS_INTERVAL = 0.005
 
 #: Seconds an isolated sample may take before it is stopped (a hung runtime must not hang the run).
 ISOLATED_TIMEOUT = 3600.0
 
 
-def synthetic_prompt(model: LoadedModel, n: int, *, offset: int = 0) -> tuple[int, ...]:
-    """Exactly ``n`` prompt tokens from ``model``'s tokenizer: :data:`PARAGRAPH` repeated and cut to size,
-    starting ``offset`` tokens into it (concurrent streams get prompts of their own this way)."""
-    if n <= 0:
-        return ()
-    base = list(model.tokenize(PARAGRAPH))
-    if not base:
-        raise OperationFailed("the model's tokenizer produced no tokens for the benchmark prompt")
-    start = offset % len(base)
-    tokens: list[int] = []
-    while len(tokens) < start + n:
-        tokens.extend(base)
-    return tuple(int(t) for t in tokens[start:start + n])
-
-
-class PeakMemory:
-    """Polls the resident memory of this process from a background thread; ``peak`` is the maximum seen.
-
-    Used as a context manager around the measured work. It reads ``psutil.Process().memory_info().rss``
-    every :data:`RSS_INTERVAL` seconds, plus once on entry and once on exit, so a short run still has
-    a value.
-    """
-
-    def __init__(self, interval: float = RSS_INTERVAL) -> None:
-        import psutil
-
-        self._process = psutil.Process()
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, name="slmctl-bench-rss", daemon=True)
-        self.peak = 0
-
-    def _sample(self) -> None:
-        try:
-            rss = self._process.memory_info().rss
-        except Exception:  # noqa: BLE001 - a failed poll must never break the benchmark
-            return
-        if rss > self.peak:
-            self.peak = rss
-
-    def _poll(self) -> None:
-        while not self._stop.wait(self._interval):
-            self._sample()
-
-    def __enter__(self) -> PeakMemory:
-        self._sample()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._sample()
-
-
-def load_options(config: BenchConfig):  # -> LoadOptions
-    """The load options of ``config``: its threads and context size (0: the defaults)."""
-    from slmctl.options import LoadOptions
-
-    if config.ctx:
-        return LoadOptions(num_thread=config.threads, num_ctx=config.ctx)
-    return LoadOptions(num_thread=config.threads)  # num_ctx: the default (4096, capped at the model's)
-
-
 def run_sample(engine: Engine, config: BenchConfig, repetition: int) -> Sample:
     """Load, generate and measure one repetition of ``config`` in this process (the model is closed after);
-    N > 1 concurrent requests go to :func:`slmctl.bench.concurrent.run_concurrent_sample`."""
+    N > 1 concurrent requests go to :func:`slmctl.services.bench.concurrent.run_concurrent_sample`."""
     if config.concurrency > 1:
-        from slmctl.bench.concurrent import run_concurrent_sample
+        from slmctl.services.bench.concurrent import run_concurrent_sample
 
         return run_concurrent_sample(engine, config, repetition)
     from slmctl.backends.base import GenerateRequest
@@ -167,7 +91,7 @@ def run_sample(engine: Engine, config: BenchConfig, repetition: int) -> Sample:
 # -- isolation ---------------------------------------------------------------------------------------
 
 def worker_argument(config: BenchConfig, repetition: int) -> str:
-    """The one JSON argument of ``python -m slmctl.bench.worker``."""
+    """The one JSON argument of ``python -m slmctl.services.bench.worker``."""
     return json.dumps({"config": config.model_dump(mode="json"), "repetition": repetition})
 
 
@@ -187,7 +111,7 @@ def run_isolated(config: BenchConfig, repetition: int, home: Path, *,
     """:func:`run_sample` in a fresh Python process (``SLMCTL_HOME=home``), so no sample inherits the
     memory, caches or threads of the one before. The worker prints one JSON object on stdout."""
     env = {**os.environ, "SLMCTL_HOME": str(home)}
-    command = [sys.executable, "-m", "slmctl.bench.worker", worker_argument(config, repetition)]
+    command = [sys.executable, "-m", "slmctl.services.bench.worker", worker_argument(config, repetition)]
     try:
         proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout,
                               stdin=subprocess.DEVNULL)
@@ -256,12 +180,3 @@ def run_matrix(engine: Engine, configs: Sequence[BenchConfig], *, repetitions: i
                 if not warm:
                     samples.append(sample)
     return samples
-
-
-def check_fits(config: BenchConfig, room: int) -> None:
-    """Refuse a configuration whose prompt and generated tokens do not fit the model's context."""
-    if config.prompt_tokens + config.gen_tokens > room:
-        raise UsageError(
-            f"{label(config)}: {config.prompt_tokens} prompt + {config.gen_tokens} generated tokens "
-            f"do not fit the context of {room}",
-            "lower --prompt-tokens/--gen-tokens, or raise --ctx (up to the model's context length)")

@@ -14,8 +14,8 @@ or ``SSL_CERT_FILE``/``SSL_CERT_DIR``), proxies come from the environment like `
 (``HTTP(S)_PROXY``, ``ALL_PROXY``, ``NO_PROXY``, read from the environment mapping the caller passes;
 an ``http://`` proxy, tunnelled with ``CONNECT`` for https), redirects are followed (at most :data:`MAX_REDIRECTS`) and ``Authorization`` is dropped when a
 redirect leaves the origin. :func:`supported` says when a URL can take this path (else the caller uses
-httpx). Network failures surface as :class:`~slmctl.sources.http.Transient` (retryable) or
-:class:`~slmctl.sources.http.DownloadError` (a certificate problem: retrying cannot help).
+httpx). Network failures surface as :class:`~.http.Transient` (retryable) or
+:class:`~.http.DownloadError` (a certificate problem: retrying cannot help).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import unquote, urljoin, urlsplit
 
-from slmctl.sources.http import USER_AGENT, DownloadError, Transient, display_url
+from slmctl.sources.downloader.http import USER_AGENT, DownloadError, Transient, display_url
 
 MAX_REDIRECTS = 10
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})

@@ -23,14 +23,14 @@ from typing import Any
 
 from slmctl.errors import InvalidModelFile, ModelNotFound, NetworkError, UsageError
 from slmctl.events import FileProgress, OnEvent, Resolved, Status
+from slmctl.fileio import job_lock, sweep_stale_locks
 from slmctl.names import ModelRef, parse_model_ref
+from slmctl.refs import HfPathRef, HfRepoRef, OllamaRef, SourceRef, parse_source
 from slmctl.settings import Settings
-from slmctl.sources.refs import HfPathRef, HfRepoRef, OllamaRef, SourceRef, parse_source
 from slmctl.store import FileEntry, Layer, Manifest, ModelDetails, ModelStore, SourceInfo, StagedBlob
 from slmctl.store.blobs import STAGE_PREFIX
 from slmctl.store.integrity import check_blob
 from slmctl.store.layers import LAYER_ORDER, MEDIA_TYPES, encode_params_text, encode_text
-from slmctl.store.locks import job_lock, sweep_stale_locks
 from slmctl.store.store import PULL_PREFIX
 
 _CLEAN = str.maketrans({c: "-" for c in " :@+=()[],"})
@@ -83,8 +83,8 @@ def plan(store: ModelStore, settings: Settings, name: str, *, format: str | None
     source = parse_source(name, allow_http=insecure)
     if source is not None:
         return Plan(local_name(source, quant), source, quant=quant, format=format, sha256=sha256)
-    from slmctl.backends.providers import usable_gguf_devices, usable_onnx_providers
     from slmctl.catalog import StoredContent, choose_variant, installed_sources, load_catalog
+    from slmctl.engine.devices import usable_devices
 
     catalog = load_catalog(settings.home)
     found = catalog.resolve(name)
@@ -98,7 +98,7 @@ def plan(store: ModelStore, settings: Settings, name: str, *, format: str | None
                             + "run 'slmctl list --available' to see the catalog")
     entry, pinned = found
     installed = installed_sources(entry, StoredContent.of(store.list()))
-    chosen = choose_variant(entry, usable_gguf=usable_gguf_devices(), usable_onnx=usable_onnx_providers(),
+    chosen = choose_variant(entry, usable_gguf=usable_devices("gguf"), usable_onnx=usable_devices("onnx"),
                             format=format, quant=quant, device=device, installed=installed, pinned=pinned)
     variant = chosen.variant
     source = parse_source(variant.source, allow_http=True)
@@ -178,8 +178,8 @@ def fetch_file(store: ModelStore, remote: Any, file: Any, client_factory: Any, e
     A stored blob of the published digest is reused only when it is verified (hashed again if it
     changed since it was last verified); a damaged one is downloaded again (the commit replaces it).
     """
-    from slmctl.sources.download import DownloadTarget, download
-    from slmctl.sources.http import DownloadError
+    from slmctl.sources.downloader.download import DownloadTarget, download
+    from slmctl.sources.downloader.http import DownloadError
 
     short = file.sha256.split(":", 1)[-1][:12] if file.sha256 else file.path
     status = f"pulling {short}"
@@ -221,7 +221,7 @@ def _validate(store: ModelStore, fmt: str, files: list[FileEntry], staged: list[
     """Check the downloaded files are a model this tool can run; returns its details."""
     if fmt == "gguf":  # every part of a split model is checked; the first one holds the metadata
         from slmctl.formats.gguf_info import format_parameter_count, inspect_gguf
-        from slmctl.importer import details_from_gguf
+        from slmctl.services.importer import details_from_gguf
 
         infos = [inspect_gguf(_blob_file(store, entry.digest, staged)) for entry in files]
         details = details_from_gguf(infos[0])
@@ -231,7 +231,7 @@ def _validate(store: ModelStore, fmt: str, files: list[FileEntry], staged: list[
                                                  "parameter_size": format_parameter_count(count)})
         return details
     from slmctl.formats.onnx_folder import inspect_onnx_folder
-    from slmctl.importer import details_from_onnx
+    from slmctl.services.importer import details_from_onnx
     from slmctl.store.fsutil import link_file
 
     folder = store.tmp_dir / f"{STAGE_PREFIX}{os.getpid()}-check-{uuid.uuid4().hex}"

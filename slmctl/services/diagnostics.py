@@ -6,7 +6,7 @@ raises: every section is guarded, and a failure lands in ``problems`` while its 
 
 The runtime probes start first, in a background thread, and run while the hardware is probed: by
 default each one runs in its own child process (llama.cpp and ONNX Runtime must never be loaded
-into one process - on a CUDA build that segfaults; see :mod:`slmctl.backends.providers`), and the
+into one process - on a CUDA build that segfaults; see :mod:`slmctl.backends.probes`), and the
 two children run side by side. A probe whose child crashed or timed out shows as not installed,
 with its ``error`` and a ``backends/<format>/probe: ...`` problem.
 """
@@ -54,13 +54,14 @@ def collect(*, hardware: Callable[[], HardwareReport] = probe_hardware, runtime:
             preference: Sequence[str] = DEFAULT_PREFERENCE, fallback: Sequence[str] | None = None) -> dict[str, Any]:
     """Everything ``slmctl doctor`` reports, as plain JSON types. Never raises.
 
-    ``runtime`` is a :class:`slmctl.backends.providers.RuntimeProbe` (the process default if None).
+    ``runtime`` is a :class:`slmctl.backends.probes.RuntimeProbe` (the process's own if None:
+    :func:`slmctl.engine.devices.runtime_probe`).
     """
     problems: list[str] = []
     if runtime is None:
-        from slmctl.backends import providers
+        from slmctl.engine.devices import runtime_probe
 
-        runtime = providers.default_probe
+        runtime = runtime_probe()
     prefetch = getattr(runtime, "prefetch", None)  # both runtime probes, side by side, while the hardware is probed
     runtimes = threading.Thread(target=prefetch, name="slmctl-doctor-runtimes", daemon=True) if prefetch else None
     if runtimes is not None:

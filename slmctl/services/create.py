@@ -1,10 +1,12 @@
-"""``slmctl create``: a new model from a Modelfile.
+"""``slmctl create`` and ``POST /api/create``: a new model from a Modelfile.
 
-FROM resolves to a ``.gguf`` file / ONNX folder relative to the Modelfile's folder, or to a stored
-model (whose layers are inherited). A catalog alias or a source reference (``hf.co/...``, ``hf://...``,
-``ollama://...``, ``https://....gguf``) that is not stored is pulled first, as ``run`` does, through the
-pull function the caller's :class:`BasePull` carries (by default :func:`slmctl.pull.ensure_model`,
-imported only when a base is pulled: this module does not import the pull service); the pulled base
+The Modelfile language itself (parsing, templates) is :mod:`slmctl.modelfile`'s; this service turns a
+parsed Modelfile into a stored model. FROM resolves to a ``.gguf`` file / ONNX folder relative to the
+Modelfile's folder, or to a stored model (whose layers are inherited). A catalog alias or a source
+reference (``hf.co/...``, ``hf://...``, ``ollama://...``, ``https://....gguf``) that is not stored is
+pulled first, as ``run`` does, through the pull function the caller's :class:`BasePull` carries (by
+default :func:`slmctl.services.pull.ensure_model`, imported only when a base is pulled: importing this
+module does not import the pull service); the pulled base
 stays in the store as a model of its own, and the pull's progress events go to the caller's callback.
 The new manifest shares the base's blobs and stores each layer (template, system, params, messages,
 license, knowledge files, adapter) as a blob, encoded by :mod:`slmctl.store.layers`; the same Modelfile
@@ -24,14 +26,14 @@ from typing import Protocol
 from slmctl.engine import Engine, compose_system
 from slmctl.errors import InvalidModelFile, UsageError
 from slmctl.events import OnEvent
-from slmctl.importer import prepare_path
 from slmctl.modelfile.documents import read_document
 from slmctl.modelfile.model import Modelfile, ModelfileError
 from slmctl.modelfile.parser import parse_modelfile
 from slmctl.names import parse_model_ref
 from slmctl.options import build_options, capped_context
+from slmctl.refs import parse_source
+from slmctl.services.importer import prepare_path
 from slmctl.settings import Settings
-from slmctl.sources.refs import parse_source
 from slmctl.store import FileEntry, Layer, Manifest, ModelDetails, ModelStore, SourceInfo, StagedBlob
 from slmctl.store.layers import (
     LAYER_ORDER,
@@ -81,7 +83,8 @@ def read_modelfile(path: Path) -> Modelfile:
 
 
 class EnsureModel(Protocol):
-    """Pulls ``name`` into ``store`` unless it is stored; returns its manifest (:func:`slmctl.pull.ensure_model`)."""
+    """Pulls ``name`` into ``store`` unless it is stored; returns its manifest
+    (:func:`slmctl.services.pull.ensure_model`)."""
 
     def __call__(self, store: ModelStore, settings: Settings, name: str, *, env: Mapping[str, str],
                  on_event: OnEvent | None = None, insecure: bool = False) -> Manifest: ...
@@ -90,7 +93,7 @@ class EnsureModel(Protocol):
 def _ensure_model(store: ModelStore, settings: Settings, name: str, *, env: Mapping[str, str],
                   on_event: OnEvent | None = None, insecure: bool = False) -> Manifest:
     """The default :class:`EnsureModel`: the pull service's, imported when a FROM base is pulled."""
-    from slmctl.pull import ensure_model
+    from slmctl.services.pull import ensure_model
 
     return ensure_model(store, settings, name, env=env, on_event=on_event, insecure=insecure)
 

@@ -25,10 +25,11 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from slmctl.bench.matrix import label
-from slmctl.bench.model import BenchConfig, Sample, StreamSample
-from slmctl.bench.stats import percentile
 from slmctl.errors import OperationFailed, UsageError
+from slmctl.services.bench.matrix import label
+from slmctl.services.bench.model import BenchConfig, Sample, StreamSample
+from slmctl.services.bench.stats import percentile
+from slmctl.services.bench.workload import PeakMemory, check_fits, load_options, synthetic_prompt
 
 if TYPE_CHECKING:
     from slmctl.backends.base import Stats
@@ -170,7 +171,6 @@ def run_concurrent_sample(engine: Engine, config: BenchConfig, repetition: int) 
     """Load ``config``'s model once with ``config.concurrency`` slots, run that many requests at once,
     measure (the model is closed after). See the module docstring for what each figure means."""
     from slmctl.backends.base import GenerateRequest
-    from slmctl.bench.runner import PeakMemory, check_fits, load_options, synthetic_prompt
     from slmctl.engine.loader import load_plan
     from slmctl.engine.runner import ThreadRunner
     from slmctl.options import SamplingOptions

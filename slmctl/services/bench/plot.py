@@ -2,9 +2,9 @@
 
 Owns the picture only: generation tokens/s per configuration (median bars, min-max error bars) and
 prompt tokens/s as a second panel; with concurrent configurations (``--concurrency``) a first panel of
-aggregate generation tokens/s (a single-request row: its own, see :mod:`slmctl.bench.text`). matplotlib
-is imported inside :func:`write_plot`, so slmctl works without it; the Agg canvas is used directly (no
-pyplot, no global backend switch, no display needed).
+aggregate generation tokens/s (a single-request row: its own, see :mod:`slmctl.services.bench.text`).
+matplotlib is imported inside :func:`write_plot`, so slmctl works without it; the Agg canvas is used
+directly (no pyplot, no global backend switch, no display needed).
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from slmctl.bench.model import BenchDocument, ConfigSummary, Sample
-from slmctl.bench.report import config_labels, format_date, machine_line, samples_of
 from slmctl.errors import OperationFailed, UsageError
+from slmctl.services.bench.model import BenchDocument, ConfigSummary, Sample
+from slmctl.services.bench.report import config_labels, format_date, machine_line, samples_of
 
 _PANELS = [("gen_tps", "generation tokens/s (median, min-max)", "#2a9d8f"),
            ("prompt_tps", "prompt tokens/s (median, min-max)", "#457b9d")]
@@ -27,7 +27,7 @@ def _bar(summary: ConfigSummary, samples: list[Sample], figure: str) -> tuple[fl
     if stats is not None:
         return stats.median, stats.median - stats.min, stats.max - stats.median
     if figure == "agg_tps" and summary.config.concurrency == 1:
-        from slmctl.bench.text import single_request_aggregate
+        from slmctl.services.bench.text import single_request_aggregate
 
         value = single_request_aggregate(samples)
         return None if value is None else (value, 0.0, 0.0)
