@@ -5,11 +5,14 @@ the token loop (search options, stop strings matched on the streamed text since 
 on EOS, ``num_predict`` mapped to the runtime's total ``max_length``, JSON guidance, cancellation),
 and timings measured by slmctl (the runtime has no counters). ``onnxruntime_genai`` is imported only
 when a model is loaded. A folder without ``genai_config.json`` is an encoder: see ``onnx_encoder``.
+Models whose KV cache is one shared past/present buffer (GroupQueryAttention graphs, as the runtime's
+model builder makes them) batch several generations on the runtime's Engine: see ``onnx_batch``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import random
 import threading
 import time
@@ -19,6 +22,7 @@ from typing import Any
 
 from slmctl.backends.base import (
     Backend,
+    Batch,
     GenerateRequest,
     Generation,
     known_token_ids,
@@ -38,6 +42,14 @@ from slmctl.options import (ONNX_GENAI_NAMES, ONNX_GENAI_UNSUPPORTED, LoadOption
 RUNTIME = "onnxruntime-genai"
 #: Generic JSON for ``--format json`` (guidance needs a schema or a grammar).
 ANY_JSON_SCHEMA = {"type": "object"}
+log = logging.getLogger(__name__)
+
+
+def json_guidance(json_format: str | dict[str, Any] | None) -> str | None:
+    """The ``json_schema`` guidance text of a request's format (None: unconstrained)."""
+    if json_format is None:
+        return None
+    return json.dumps(json_format if isinstance(json_format, dict) else ANY_JSON_SCHEMA)
 
 
 def import_genai() -> Any:
@@ -70,6 +82,8 @@ class OnnxGenaiBackend(Backend):
 
             return OnnxEncoderModel.load(path, options, device=device, provider_options=provider_options)
         og = import_genai()
+        limit = capped_context(options.num_ctx, _context_length(path))
+        shared_kv = _shares_kv_buffer(path)
         start = time.perf_counter_ns()
         try:
             config = og.Config(str(path))
@@ -83,15 +97,17 @@ class OnnxGenaiBackend(Backend):
             if options.num_thread:
                 config.overlay(json.dumps({"model": {"decoder": {"session_options": {
                     ONNX_GENAI_NAMES["num_thread"]: options.num_thread}}}}))
+            if slots and shared_kv:  # the Engine's static batch: ``slots`` rows (4 unless told) of KV
+                config.overlay(json.dumps({"engine": {"static_batching": {"max_batch_size": slots}},
+                                           "search": {"max_length": limit}}))  # sized by max_length
             model = og.Model(config)
             tokenizer = og.Tokenizer(model)
         except RuntimeError as exc:
             raise self._load_error(path, device, exc) from exc
         load_ns = time.perf_counter_ns() - start
-        context = _context_length(path)
-        limit = capped_context(options.num_ctx, context)
         info = LoadedInfo("onnx", device, limit, load_ns, read_chat_template(path))
-        return OnnxGenaiModel(og, model, tokenizer, info, _eos_ids(tokenizer), _vocab_size(path))
+        return OnnxGenaiModel(og, model, tokenizer, info, _eos_ids(tokenizer), _vocab_size(path),
+                              engine_batching=shared_kv)
 
     @staticmethod
     def _load_error(path: Path, device: str, exc: RuntimeError) -> Exception:
@@ -107,13 +123,23 @@ class OnnxGenaiBackend(Backend):
 
 
 def _genai_config(path: Path) -> dict[str, Any]:
-    return json.loads((path / "genai_config.json").read_text(encoding="utf-8"))
+    try:
+        return json.loads((path / "genai_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InvalidModelFile(f"cannot read {path.name}/genai_config.json: {exc}",
+                               "the ONNX model folder is incomplete or not supported by this runtime") from exc
 
 
 def _context_length(path: Path) -> int:
     config = _genai_config(path)
     model = config.get("model", {})
     return int(model.get("context_length") or config.get("search", {}).get("max_length") or 2048)
+
+
+def _shares_kv_buffer(path: Path) -> bool:
+    """Whether past and present KV tensors share one buffer (a GroupQueryAttention graph): only then can
+    the Engine end one row of a batch early (a Concat cache breaks the next step, and the Engine)."""
+    return bool(_genai_config(path).get("search", {}).get("past_present_share_buffer", False))
 
 
 def _vocab_size(path: Path) -> int:
@@ -131,13 +157,19 @@ class OnnxGenaiModel(LoadedModel):
     """One ``og.Model`` (safe to share between threads; one generator per generation)."""
 
     def __init__(self, og: Any, model: Any, tokenizer: Any, info: LoadedInfo, eos_ids: frozenset[int],
-                 vocab_size: int) -> None:
+                 vocab_size: int, *, engine_batching: bool = False) -> None:
         self._og = og
+        #: Whether the runtime's Engine can batch this model's generations (see :meth:`batch`).
+        self.engine_batching = engine_batching
+        self._fallback_logged = False
         self._vocab_size = vocab_size
         self._model = model
         self._tokenizer = tokenizer
         self._eos = eos_ids
         self.info = info
+
+    #: The guidance text of a request's JSON format (for the batch too).
+    json_guidance = staticmethod(json_guidance)
 
     def unsupported(self, options: SamplingOptions) -> list[str]:
         return unsupported_options(RUNTIME, ONNX_GENAI_UNSUPPORTED, options)
@@ -181,12 +213,14 @@ class OnnxGenaiModel(LoadedModel):
             })
         search[ONNX_GENAI_NAMES["repeat_penalty"]] = options.repeat_penalty
         params.set_search_options(**search)
-        if json_format is not None:
-            schema = json_format if isinstance(json_format, dict) else ANY_JSON_SCHEMA
-            params.set_guidance("json_schema", json.dumps(schema))
+        schema = self.json_guidance(json_format)
+        if schema is not None:
+            params.set_guidance("json_schema", schema)
         return params
 
-    def _run(self, request: GenerateRequest, stats: Stats, cancel: threading.Event) -> Iterator[str]:
+    def prompt_and_limit(self, request: GenerateRequest) -> tuple[list[int], int]:
+        """The prompt's tokens and the most tokens the answer may have (``num_predict`` within the
+        context); raises on an empty prompt or one the context cannot hold."""
         options = request.options
         tokens = self.prompt_tokens(request)
         n_ctx = self.info.context_length
@@ -196,13 +230,29 @@ class OnnxGenaiModel(LoadedModel):
             raise ContextOverflow(f"the prompt is {len(tokens)} tokens but the context holds {n_ctx}",
                                   "shorten the prompt or raise the context: --param num_ctx=N")
         room = n_ctx - len(tokens)
-        limit = min(options.num_predict, room) if options.num_predict >= 0 else room
+        return tokens, min(options.num_predict, room) if options.num_predict >= 0 else room
+
+    def batch(self, slots: int) -> Batch | None:
+        """Generations decoded together on the runtime's Engine, when this model's graph allows it."""
+        if self.engine_batching:
+            from slmctl.backends.onnx_batch import OnnxEngineBatch
+
+            return OnnxEngineBatch(self, slots)
+        if not self._fallback_logged:
+            self._fallback_logged = True
+            log.info("this ONNX model's KV cache is not a shared past/present buffer "
+                     "(past_present_share_buffer: false), which onnxruntime-genai's Engine cannot batch: "
+                     "it serves one request at a time")
+        return None
+
+    def _run(self, request: GenerateRequest, stats: Stats, cancel: threading.Event) -> Iterator[str]:
+        tokens, limit = self.prompt_and_limit(request)
         stats.prompt_eval_count = len(tokens)
         stats.done_reason = "length"
         if limit == 0:
             return
         try:
-            generator = self._og.Generator(self._model, self._params(options, len(tokens) + limit,
+            generator = self._og.Generator(self._model, self._params(request.options, len(tokens) + limit,
                                                                       request.json_format, request.ignore_eos))
         except RuntimeError as exc:
             raise OperationFailed(f"onnxruntime-genai could not start the generation: {exc}") from exc

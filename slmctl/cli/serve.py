@@ -75,7 +75,8 @@ def command(
     max_loaded: Optional[int] = typer.Option(None, "--max-loaded", min=1, help="Models loaded at once; idle ones are "
                                              "evicted, least recently used first [default: 3].", show_default=False),
     parallel: Optional[int] = typer.Option(None, "--parallel", min=1, help="Requests a model decodes together "
-                                           "(continuous batching on GGUF; the KV cache holds N x num_ctx tokens) "
+                                           "(GGUF: continuous batching, the KV cache holds N x num_ctx tokens; ONNX: static "
+                                           "batches on models with GroupQueryAttention, else one at a time) "
                                            "[default: 4 on CPU, 8 on GPU].", show_default=False),
     queue: Optional[int] = typer.Option(None, "--queue", min=0, help="Requests that may wait per model; beyond, "
                                         "503 with Retry-After [default: 512].", show_default=False),

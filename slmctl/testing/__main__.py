@@ -1,7 +1,9 @@
 """``python -m slmctl.testing OUT``: write a tiny random-weight model to try slmctl offline.
 
-``OUT`` gets a GGUF file; ``--onnx`` writes an ONNX Runtime GenAI folder, ``--encoder`` an ONNX
-sentence-embedding folder, ``--bench`` the realistic-size benchmark GGUF. ``--ctx`` sets the context
+``OUT`` gets a GGUF file; ``--onnx`` writes an ONNX Runtime GenAI folder (``--gqa``: one built on
+GroupQueryAttention, which ``slmctl serve --parallel N`` batches), ``--encoder`` an ONNX
+sentence-embedding folder, ``--bench`` the realistic-size benchmark GGUF (with ``--gqa``: the
+benchmark-size GQA ONNX folder). ``--ctx`` sets the context
 length of a GGUF or ONNX GenAI model (512 by default: the README's Modelfile and benchmark examples
 need 4096) and ``--eos`` lets it sample end-of-sequence, so an answer may stop before ``--max-tokens``
 (by default it never does: a run yields exactly ``--max-tokens`` tokens). The answers of these models
@@ -24,6 +26,8 @@ examples:
   python -m slmctl.testing phi3.gguf --ctx 4096           # room for a Modelfile FILE or --prompt-tokens 512
   python -m slmctl.testing chatty.gguf --eos              # answers may end before --max-tokens
   python -m slmctl.testing --onnx tiny-onnx --ctx 2048    # an ONNX Runtime GenAI folder
+  python -m slmctl.testing --gqa tiny-gqa                 # ONNX on GroupQueryAttention (batched by serve)
+  python -m slmctl.testing --gqa --bench bench-gqa        # ~330 MB GQA ONNX folder (benchmarks)
   python -m slmctl.testing --encoder minilm               # an ONNX sentence-embedding folder (slmctl embed)
   python -m slmctl.testing --bench bench.gguf             # ~300 MB Qwen2.5-0.5B-shaped Q4_K_M (benchmarks)
 then: slmctl import tiny.gguf --name tiny && slmctl run tiny "Hello" --max-tokens 32
@@ -44,7 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     kind = parser.add_mutually_exclusive_group()
     kind.add_argument("--onnx", action="store_true", help="a tiny ONNX Runtime GenAI model folder")
     kind.add_argument("--encoder", action="store_true", help="a tiny ONNX sentence-embedding folder")
-    kind.add_argument("--bench", action="store_true", help="a ~300 MB Qwen2.5-0.5B-shaped GGUF (Q4_K_M)")
+    kind.add_argument("--bench", action="store_true", help="a ~300 MB Qwen2.5-0.5B-shaped GGUF (Q4_K_M); with --gqa, a "
+                      "~330 MB GQA ONNX folder")
+    parser.add_argument("--gqa", action="store_true",
+                        help="an ONNX Runtime GenAI folder on GroupQueryAttention (implies --onnx; with --bench: "
+                        "the benchmark-size one)")
     parser.add_argument("--ctx", type=_positive, metavar="N",
                         help="context length in tokens (default: 512; --bench: 4096; not with --encoder)")
     parser.add_argument("--eos", action="store_true",
@@ -58,8 +66,16 @@ def main(argv: Sequence[str] | None = None) -> Path:
     args = parser.parse_args(argv)
     if args.encoder and (args.ctx or args.eos):
         parser.error("--ctx and --eos apply to text generators, not to --encoder (its context is 128 tokens)")
+    if args.gqa and args.encoder:
+        parser.error("--gqa writes a text generator, not an --encoder")
     shape = {"eos_reachable": args.eos} | ({"context_length": args.ctx} if args.ctx else {})
-    if args.onnx or args.encoder:
+    if args.gqa:
+        from slmctl.testing.tiny_onnx import BENCH_ONNX_GQA_SPEC, TinyOnnxSpec, write_tiny_onnx_gqa
+
+        path = write_tiny_onnx_gqa(args.output, replace(BENCH_ONNX_GQA_SPEC, **shape) if args.bench
+                                   else TinyOnnxSpec(**shape))
+        size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    elif args.onnx or args.encoder:
         from slmctl.testing.tiny_onnx import TinyOnnxSpec, write_tiny_onnx_encoder, write_tiny_onnx_genai
 
         if args.encoder:

@@ -16,6 +16,7 @@ their logits are 0 while the others are about N(0, 8): generated text is printab
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,8 @@ from slmctl.testing.tiny_onnx_common import (
     write_tokenizer_files,
 )
 
-__all__ = ["BENCH_ONNX_SPEC", "TinyOnnxSpec", "write_bench_onnx_genai", "write_tiny_onnx_genai"]
+__all__ = ["BENCH_ONNX_SPEC", "TinyOnnxSpec", "genai_config", "write_bench_onnx_genai", "write_decoder_folder",
+           "write_tiny_onnx_genai"]
 
 _BOS_ID, _EOS_IDS, _PAD_ID = 0, (2, 0), 0  # <|endoftext|> starts and pads; <|im_end|> or it ends
 _LOGIT_STD = 8.0
@@ -143,7 +145,9 @@ def _decoder_io(spec: TinyOnnxSpec) -> tuple[list[onnx.ValueInfoProto], list[onn
     return inputs, outputs
 
 
-def _genai_config(spec: TinyOnnxSpec) -> dict[str, Any]:
+def genai_config(spec: TinyOnnxSpec, *, share_buffer: bool = False) -> dict[str, Any]:
+    """``genai_config.json`` of a decoder of ``spec``; ``share_buffer``: its past and present KV tensors
+    are one buffer of the maximum length (a GroupQueryAttention graph), not grown by Concat."""
     decoder = {
         "filename": "model.onnx",
         "session_options": {"provider_options": []},
@@ -162,7 +166,7 @@ def _genai_config(spec: TinyOnnxSpec) -> dict[str, Any]:
         "pad_token_id": _PAD_ID,
         "decoder": decoder,
     }
-    search = {"max_length": spec.context_length, "do_sample": False, "past_present_share_buffer": False}
+    search = {"max_length": spec.context_length, "do_sample": False, "past_present_share_buffer": share_buffer}
     return {"model": model, "search": search}
 
 
@@ -179,6 +183,13 @@ def write_tiny_onnx_genai(directory: str | os.PathLike[str], spec: TinyOnnxSpec 
     Files: ``genai_config.json``, ``model.onnx`` (plus ``model.onnx.data`` past 2 GB),
     ``tokenizer.json``, ``tokenizer_config.json`` and, with ``spec.template_file``, ``chat_template.jinja``.
     """
+    return write_decoder_folder(directory, spec, _decoder_model, share_buffer=False)
+
+
+def write_decoder_folder(directory: str | os.PathLike[str], spec: TinyOnnxSpec,
+                         build: Callable[[TinyOnnxSpec, list[int]], onnx.ModelProto], *, share_buffer: bool) -> Path:
+    """Write the folder of a decoder whose graph ``build(spec, live_ids)`` makes (``live_ids``: the tokens
+    the lm_head may produce), with the shared tokenizer, chat template and ``genai_config.json``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(spec.vocab_size)
@@ -198,9 +209,9 @@ def write_tiny_onnx_genai(directory: str | os.PathLike[str], spec: TinyOnnxSpec 
     else:
         tokenizer_config["chat_template"] = spec.chat_template
     write_tokenizer_files(directory, tokenizer, tokenizer_config)
-    write_json(directory / "genai_config.json", _genai_config(spec))
+    write_json(directory / "genai_config.json", genai_config(spec, share_buffer=share_buffer))
     live_ids = printable_token_ids(tokenizer) + (list(_EOS_IDS) if spec.eos_reachable else [])
-    _save(_decoder_model(spec, live_ids), directory / "model.onnx")
+    _save(build(spec, live_ids), directory / "model.onnx")
     return directory
 
 
