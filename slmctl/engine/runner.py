@@ -25,6 +25,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from slmctl.backends.base import Batch, GenerateRequest, Generation, LoadedInfo, LoadedModel, Sink, Stats
+from slmctl.engine.embed_batch import EmbedCoalescer
 from slmctl.errors import RunnerCrashed
 from slmctl.options import SamplingOptions
 
@@ -175,6 +176,8 @@ class ThreadRunner(Runner):
         self.info = model.info
         #: Decodes several jobs together (None: one job at a time).
         self.batch = model.batch(slots) if slots else None
+        #: Concurrent embed calls share backend calls.
+        self.embedder = EmbedCoalescer(model.embed)
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._closed = False
         self._worker = threading.Thread(target=self._work, name=f"runner:{name}", daemon=True)
@@ -207,6 +210,8 @@ class ThreadRunner(Runner):
             raise ValueError(f"not a runner call: {method}")
         self.hold()
         try:
+            if method == "embed":
+                return self.embedder.embed(*args)
             return getattr(self.model, method)(*args)
         finally:
             self.release()

@@ -23,6 +23,9 @@ from slmctl.engine.loader import load_plan
 from slmctl.engine.process_runner import encode_error
 from slmctl.engine.runner import ThreadRunner
 
+#: Threads running model calls (embed, tokenize, ...) side by side.
+CALL_THREADS = 16
+
 
 class PipeSink:
     """Delivers one job's results to the parent."""
@@ -58,7 +61,8 @@ def serve(conn: Connection) -> None:
     send(("loaded", model.info))
     runner = ThreadRunner(model, name=plan.model, slots=slots)
     cancels: dict[int, threading.Event] = {}
-    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="runner-call")
+    # Enough threads that concurrent embed calls meet in the runner's EmbedCoalescer.
+    pool = ThreadPoolExecutor(max_workers=CALL_THREADS, thread_name_prefix="runner-call")
 
     def call(ident: int, method: str, args: tuple[Any, ...]) -> None:
         try:
