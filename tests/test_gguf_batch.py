@@ -137,3 +137,37 @@ def test_a_prompt_over_the_context_fails_alone(runner: ThreadRunner) -> None:
     with pytest.raises(ContextOverflow):
         alone(runner, "token " * 2000)
     assert neighbour.complete() and neighbour.error is None
+
+
+def test_newcomers_arriving_together_are_prefilled_one_after_another(tmp_path) -> None:
+    """With room in ``n_batch`` for every prompt, a newcomer still starts only while the step holds fewer
+    than ``PREFILL_START`` prompt tokens: the first answer starts after one prefill, short prompts pack."""
+    from slmctl.backends.gguf_batch import PREFILL_START
+
+    path = write_tiny_gguf(tmp_path / "tiny.gguf", TinyGGUFSpec(context_length=2048))
+    loaded = LlamaCppBackend().load(path, LoadOptions(num_ctx=1024, num_thread=1, num_batch=512), slots=4)
+    batch = loaded.batch(4)
+
+    class Sink:
+        def chunk(self, text: str) -> None: ...
+
+        def done(self, stats: object) -> None: ...
+
+        def fail(self, error: BaseException) -> None:
+            failures.append(error)
+
+    failures: list[BaseException] = []
+    lengths = [PREFILL_START + 8, PREFILL_START + 8, 4, 4]
+    try:
+        for i, length in enumerate(lengths):
+            tokens = tuple(100 + i + k for k in range(length))
+            batch.add(GenerateRequest(SamplingOptions(temperature=0, num_predict=8), tokens=tokens), Sink(),
+                      threading.Event())
+        fed = []
+        for _ in range(3):
+            batch.step()
+            fed.append([sequence.fed for sequence in batch._running.values()])
+        assert fed == [[lengths[0], 0, 0, 0], [lengths[0], lengths[1], 0, 0], lengths] and not failures
+    finally:
+        batch.close()
+        loaded.close()

@@ -4,7 +4,8 @@ One ``llama_context`` with ``n_seq_max`` = slots and a unified KV pool sized ``s
 every sequence may use the model's whole context. Each :meth:`GgufBatch.step` builds one
 ``llama_batch``: the pending token of every generating sequence first, then prompt chunks of newly
 admitted ones within what is left of ``n_batch`` (a long prompt is prefilled over several steps, so a
-newcomer delays the others' next token by at most one ``n_batch`` chunk), then ``llama_decode`` once and
+newcomer delays the others' next token by at most one ``n_batch`` chunk; newcomers that arrive together
+start one after another, see :data:`PREFILL_START`), then ``llama_decode`` once and
 one sample per sequence from its own sampler chain (its options and seed; a grammar checks the chosen
 token, see ``lazy_grammar``). A finished or cancelled sequence frees its slot at once; its KV entries
 stay as a cache, and a later prompt that starts the same way (a system prompt, a chat history plus one
@@ -24,6 +25,11 @@ from slmctl.backends.base import Batch, GenerateRequest, Sink, Stats
 from slmctl.backends.tokenloop import TextStream, score_token
 from slmctl.errors import ContextOverflow, OperationFailed
 
+#: A newly admitted prompt starts its prefill in a step only while that step holds fewer prompt tokens
+#: than this: newcomers that arrive together are prefilled one after another (short prompts packed
+#: together), so the first answers start after one prompt's prefill, not after all of them.
+PREFILL_START = 32
+
 
 @dataclass
 class _Sequence:
@@ -38,6 +44,8 @@ class _Sequence:
     cached: list[int] = field(default_factory=list)
     fed: int = 0
     pending: int | None = None
+    #: Whether its prompt's prefill has begun (it then goes on in every step until done).
+    started: bool = False
     index: int = -1  # this step's batch index to sample from (-1: none)
     #: The UTF-8 decoder state of a constrained answer (None: unconstrained, nothing to keep valid).
     utf8: int | None = None
@@ -200,7 +208,7 @@ class GgufBatch(Batch):
             self._finish(sequence)
         if not self._running:
             return
-        batch, n = self._batch, 0
+        batch, n, prefill = self._batch, 0, 0
 
         def put(token: int, position: int, slot: int, logits: bool) -> None:
             nonlocal n
@@ -216,8 +224,10 @@ class GgufBatch(Batch):
                 put(sequence.pending, len(sequence.cached), sequence.slot, True)
                 sequence.cached.append(sequence.pending)
                 sequence.pending = None
-            elif n < self._n_batch:
+            elif n < self._n_batch and (sequence.started or prefill < PREFILL_START):
+                sequence.started = True
                 take = min(self._n_batch - n, len(sequence.prompt) - sequence.fed)
+                prefill += take
                 for k in range(sequence.fed, sequence.fed + take):
                     put(sequence.prompt[k], k, sequence.slot, k == len(sequence.prompt) - 1)
                 sequence.cached.extend(sequence.prompt[sequence.fed:sequence.fed + take])
