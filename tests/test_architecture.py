@@ -15,6 +15,7 @@ and no module is part of an import cycle. The graph is read from the source with
 from __future__ import annotations
 
 import ast
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,6 +68,7 @@ def imported(module: str, path: Path, known: dict[str, Path]) -> Iterator[str]:
                 yield name
 
 
+@functools.cache  # read once per run: four tests ask
 def graph() -> dict[str, set[str]]:
     known = modules()
     return {module: set(imported(module, path, known)) for module, path in known.items()}
