@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from slmctl.hardware.accelerators import nvml_gpus, parse_nvidia_smi
+from slmctl.hardware.accelerators import nvml_gpus, nvml_process_memory, open_nvml, parse_nvidia_smi
 from slmctl.hardware import (
     CommandFailed,
     GpuInfo,
@@ -194,6 +194,47 @@ class FakeNvml:
             return 3  # NVML_ERROR_NOT_SUPPORTED
         ref._obj.total = 80 * 1024**3
         return 0
+
+
+class FakeNvmlProcesses(FakeNvml):
+    """GPUs whose compute processes are ``processes[gpu]``: (pid, bytes) pairs, listed like NVML does
+    (a first call without a buffer answers the count and INSUFFICIENT_SIZE, or 0 when there are none)."""
+
+    def __init__(self, processes: list[list[tuple[int, int]]]) -> None:
+        super().__init__([f"GPU {i}" for i in range(len(processes))])
+        self.processes = processes
+
+    def nvmlDeviceGetComputeRunningProcesses_v3(self, handle: ctypes.c_void_p, count: Any, infos: Any) -> int:
+        listed = self.processes[handle.value - 1000]
+        if infos is None:
+            count._obj.value = len(listed)
+            return 7 if listed else 0
+        if count._obj.value < len(listed):
+            return 7
+        for info, (pid, used) in zip(infos, listed):
+            info.pid, info.usedGpuMemory = pid, used
+        count._obj.value = len(listed)
+        return 0
+
+
+def test_nvml_process_memory_sums_this_process_on_every_gpu() -> None:
+    not_available = 2**64 - 1
+    lib = FakeNvmlProcesses([[(7, 1 << 30), (8, 5 << 30)], [], [(7, 512 << 20), (7, not_available)]])
+    assert nvml_process_memory(lib, 7) == (1 << 30) + (512 << 20)
+    assert nvml_process_memory(lib, 8) == 5 << 30
+    assert nvml_process_memory(lib, 9) == 0
+
+
+def test_open_nvml_needs_a_library_that_initialises() -> None:
+    def missing(name: str) -> Any:
+        raise OSError(f"{name}: cannot open shared object file")
+
+    assert open_nvml("Linux", missing) is None
+    assert open_nvml("Linux", lambda name: FakeNvml([], init_code=9)) is None
+    tried: list[str] = []
+    lib = FakeNvml(["GPU 0"])
+    assert open_nvml("Linux", lambda name: tried.append(name) or (lib if len(tried) == 2 else missing(name))) is lib
+    assert tried == ["libnvidia-ml.so.1", "libnvidia-ml.so"]
 
 
 def test_nvml_through_ctypes_semantics() -> None:

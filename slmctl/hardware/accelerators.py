@@ -65,6 +65,51 @@ def nvml_gpus(lib: Any) -> list[GpuInfo]:
         lib.nvmlShutdown()
 
 
+class _NvmlProcess(ctypes.Structure):
+    """``nvmlProcessInfo_v2_t``, what ``nvmlDeviceGetComputeRunningProcesses_v3`` fills."""
+    _fields_ = [("pid", ctypes.c_uint), ("usedGpuMemory", ctypes.c_ulonglong), ("gpuInstanceId", ctypes.c_uint),
+                ("computeInstanceId", ctypes.c_uint)]
+
+
+_NVML_INSUFFICIENT_SIZE = 7
+_NVML_VALUE_NOT_AVAILABLE = 2**64 - 1  # usedGpuMemory where the driver cannot tell (Windows WDDM)
+
+
+def open_nvml(system: str, load_library: Any = ctypes.CDLL) -> Any | None:
+    """NVML loaded and initialised (the caller ends with ``nvmlShutdown``); None without a usable one."""
+    for name in _NVML_NAMES.get(system, _NVML_DEFAULT):
+        try:
+            lib = load_library(name)
+        except OSError:
+            continue
+        return lib if lib.nvmlInit_v2() == 0 else None
+    return None
+
+
+def nvml_process_memory(lib: Any, pid: int) -> int:
+    """Device memory (bytes) compute process ``pid`` holds on all NVIDIA GPUs, from an initialised NVML."""
+    count = ctypes.c_uint(0)
+    _nvml_check(lib, lib.nvmlDeviceGetCount_v2(ctypes.byref(count)), "nvmlDeviceGetCount_v2")
+    total = 0
+    for index in range(count.value):
+        handle = ctypes.c_void_p()
+        code = lib.nvmlDeviceGetHandleByIndex_v2(ctypes.c_uint(index), ctypes.byref(handle))
+        _nvml_check(lib, code, "nvmlDeviceGetHandleByIndex_v2")
+        listed = ctypes.c_uint(0)
+        code = lib.nvmlDeviceGetComputeRunningProcesses_v3(handle, ctypes.byref(listed), None)
+        if code == 0:  # no compute process on this GPU
+            continue
+        if code != _NVML_INSUFFICIENT_SIZE:
+            _nvml_check(lib, code, "nvmlDeviceGetComputeRunningProcesses_v3")
+        infos = (_NvmlProcess * (listed.value + 8))()  # room for processes started since the count
+        listed = ctypes.c_uint(len(infos))
+        code = lib.nvmlDeviceGetComputeRunningProcesses_v3(handle, ctypes.byref(listed), infos)
+        _nvml_check(lib, code, "nvmlDeviceGetComputeRunningProcesses_v3")
+        total += sum(info.usedGpuMemory for info in infos[:listed.value]
+                     if info.pid == pid and info.usedGpuMemory != _NVML_VALUE_NOT_AVAILABLE)
+    return total
+
+
 def parse_nvidia_smi(text: str) -> list[GpuInfo]:
     """Rows of ``nvidia-smi --query-gpu=index,name,memory.total,driver_version`` (csv, no units)."""
     gpus = []

@@ -29,7 +29,7 @@ from slmctl.errors import OperationFailed, UsageError
 from slmctl.services.bench.matrix import label
 from slmctl.services.bench.model import BenchConfig, Sample, StreamSample
 from slmctl.services.bench.stats import percentile
-from slmctl.services.bench.workload import PeakMemory, check_fits, load_options, synthetic_prompt
+from slmctl.services.bench.workload import PeakGpuMemory, PeakMemory, check_fits, load_options, synthetic_prompt
 
 if TYPE_CHECKING:
     from slmctl.backends.base import Stats
@@ -147,7 +147,7 @@ def stream_samples(config: BenchConfig, clients: list[Client]) -> list[StreamSam
 
 
 def build_sample(config: BenchConfig, repetition: int, clients: list[Client], *, device: str, load_ms: float,
-                 peak_rss: int) -> Sample:
+                 peak_rss: int, peak_gpu_memory: int | None = None) -> Sample:
     """The sample of one concurrent phase: medians and percentiles across its requests."""
     streams = stream_samples(config, clients)
     prompt_ms = [c.stats.prompt_eval_duration / 1e6 for c in clients if c.stats is not None]
@@ -161,7 +161,7 @@ def build_sample(config: BenchConfig, repetition: int, clients: list[Client], *,
         prompt_tps=config.prompt_tokens / (median_prompt_ms / 1000) if median_prompt_ms > 0 else 0.0,
         gen_tokens=config.gen_tokens, gen_ms=gen_ms,
         gen_tps=config.gen_tokens / (gen_ms / 1000) if gen_ms > 0 else 0.0,
-        peak_rss=peak_rss, peak_gpu_memory=None,
+        peak_rss=peak_rss, peak_gpu_memory=peak_gpu_memory,
         agg_tps=sum(s.gen_tokens for s in streams) / (wall_ms / 1000) if wall_ms > 0 else 0.0,
         ttft_p95_ms=percentile(ttfts, 95), wall_ms=wall_ms,
         peak_streams=peak_overlap([(c.first_token, c.ended) for c in clients]), streams=streams)
@@ -180,7 +180,7 @@ def run_concurrent_sample(engine: Engine, config: BenchConfig, repetition: int) 
     if manifest.format != config.format:
         raise UsageError(f"model '{config.model}' is a {manifest.format} model, not {config.format}")
     plan = engine.plan(manifest, load_options(config), device=config.device)
-    with PeakMemory() as memory:
+    with PeakMemory() as memory, PeakGpuMemory() as gpu:
         model = load_plan(plan, engine.backends, slots=n)
         started = time.perf_counter_ns()
         try:
@@ -199,4 +199,5 @@ def run_concurrent_sample(engine: Engine, config: BenchConfig, repetition: int) 
             info = model.info
         finally:
             runner.close()
-    return build_sample(config, repetition, clients, device=info.device, load_ms=load_ms, peak_rss=memory.peak)
+    return build_sample(config, repetition, clients, device=info.device, load_ms=load_ms, peak_rss=memory.peak,
+                        peak_gpu_memory=gpu.peak)

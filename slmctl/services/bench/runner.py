@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from slmctl.errors import OperationFailed, SlmctlError, UsageError
 from slmctl.services.bench.matrix import label
 from slmctl.services.bench.model import BenchConfig, Sample
-from slmctl.services.bench.workload import PeakMemory, check_fits, load_options, synthetic_prompt
+from slmctl.services.bench.workload import PeakGpuMemory, PeakMemory, check_fits, load_options, synthetic_prompt
 
 if TYPE_CHECKING:
     from slmctl.engine import Engine
@@ -48,7 +48,7 @@ def run_sample(engine: Engine, config: BenchConfig, repetition: int) -> Sample:
         raise UsageError(f"model '{config.model}' is a {manifest.format} model, not {config.format}")
     from slmctl.engine.runner import ThreadRunner
 
-    with PeakMemory() as memory:
+    with PeakMemory() as memory, PeakGpuMemory() as gpu:
         runner = ThreadRunner(engine.load(manifest, load_options(config), device=config.device), name=config.model)
         model = runner.model
         try:
@@ -62,9 +62,6 @@ def run_sample(engine: Engine, config: BenchConfig, repetition: int) -> Sample:
             info = model.info
         finally:
             runner.close()
-    # peak_gpu_memory: no GPU probe here. With NVML (pynvml: nvmlDeviceGetComputeRunningProcesses for
-    # this pid) or the runtime's own allocator statistics, a sampler like PeakMemory would poll the
-    # device memory of this process here; until then it is reported as None ("not measured").
     if stats is None or stats.eval_count != config.gen_tokens or stats.prompt_eval_count != config.prompt_tokens:
         got = (stats.prompt_eval_count, stats.eval_count) if stats else (0, 0)
         raise OperationFailed(
@@ -84,7 +81,7 @@ def run_sample(engine: Engine, config: BenchConfig, repetition: int) -> Sample:
         gen_ms=stats.eval_duration / 1e6,
         gen_tps=stats.eval_rate,
         peak_rss=memory.peak,
-        peak_gpu_memory=None,
+        peak_gpu_memory=gpu.peak,
     )
 
 
