@@ -145,6 +145,19 @@ def test_run_isolated(home: Path) -> None:
         runner.run_isolated(BenchConfig(model="nope", format="gguf"), 0, home)
 
 
+def test_isolated_workers_get_the_callers_environment(home: Path, tmp_path: Path) -> None:
+    """``bench --isolate`` starts its workers with the CLI's environment (the AppContext's), not this
+    process's: a ``sitecustomize`` on the given PYTHONPATH runs in each worker."""
+    site = tmp_path / "site"
+    site.mkdir()
+    marker = tmp_path / "worker-started"
+    (site / "sitecustomize.py").write_text(f"open({str(marker)!r}, 'a').write('x')\n")
+    done = run_cli(home, "bench", "tiny", "--isolate", "--repetitions", "1", "--warmup", "0", "--prompt-tokens",
+                   "8", "--gen-tokens", "4", "--json", env={"PYTHONPATH": str(site)})
+    assert done.code == 0, done.stderr
+    assert marker.read_text().startswith("x")  # the worker (and any child it starts) ran with it
+
+
 def test_run_isolated_reports_the_child_stderr(home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     crashing = tmp_path / "python"
     crashing.write_text("#!/bin/sh\necho 'some log line' >&2\necho 'Segmentation fault in the runtime' >&2\nexit 9\n")

@@ -154,7 +154,7 @@ def bench(app: AppContext, *, models: list[str], backend: ListValue = None, devi
 
     gate = run_bench(engine, request, home=app.settings.home, progress=progress,
                      emit=lambda document: _emit(app, document, fmt=fmt, output=output),
-                     resolve=lambda name: app.manifest(engine, name))
+                     resolve=lambda name: app.manifest(engine, name), env=app.env)
     if gate is not None:
         _gate(app, gate, fmt=fmt)
 

@@ -17,7 +17,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -103,11 +103,12 @@ def _tail(text: str, lines: int = 20) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
-def run_isolated(config: BenchConfig, repetition: int, home: Path, *,
-                 timeout: float = ISOLATED_TIMEOUT) -> Sample:
-    """:func:`run_sample` in a fresh Python process (``SLMCTL_HOME=home``), so no sample inherits the
-    memory, caches or threads of the one before. The worker prints one JSON object on stdout."""
-    env = {**os.environ, "SLMCTL_HOME": str(home)}
+def run_isolated(config: BenchConfig, repetition: int, home: Path, *, timeout: float = ISOLATED_TIMEOUT,
+                 env: Mapping[str, str] | None = None) -> Sample:
+    """:func:`run_sample` in a fresh Python process (``env``, this process's if None, with
+    ``SLMCTL_HOME=home``), so no sample inherits the memory, caches or threads of the one before. The
+    worker prints one JSON object on stdout."""
+    env = {**(os.environ if env is None else env), "SLMCTL_HOME": str(home)}
     command = [sys.executable, "-m", "slmctl.services.bench.worker", worker_argument(config, repetition)]
     try:
         proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout,
@@ -145,7 +146,8 @@ def run_isolated(config: BenchConfig, repetition: int, home: Path, *,
 
 def run_matrix(engine: Engine, configs: Sequence[BenchConfig], *, repetitions: int = 3, warmup: int = 1,
                isolate: bool = False, home: Path | None = None,
-               progress: Callable[[str], None] = lambda _line: None) -> list[Sample]:
+               progress: Callable[[str], None] = lambda _line: None,
+               env: Mapping[str, str] | None = None) -> list[Sample]:
     """Warm-up runs (discarded), then ``repetitions`` rounds, each running every configuration once
     (rep 0: A B C, rep 1: A B C, ...) so slow drifts (heat, background load) spread over all of them.
 
@@ -165,7 +167,7 @@ def run_matrix(engine: Engine, configs: Sequence[BenchConfig], *, repetitions: i
         for repetition in range(rounds):
             for config in configs:
                 if isolate:
-                    sample = run_isolated(config, repetition, home)  # type: ignore[arg-type]
+                    sample = run_isolated(config, repetition, home, env=env)  # type: ignore[arg-type]
                 else:
                     sample = run_sample(engine, config, repetition)
                 done += 1

@@ -11,7 +11,7 @@ comes back as a :class:`GateResult`; showing it, and the document, is the caller
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
@@ -86,10 +86,11 @@ def check_request(request: BenchRequest) -> None:
 
 
 def run_bench(engine: Engine, request: BenchRequest, *, home: Path, progress: Progress,
-              emit: Callable[[BenchDocument], None],
-              resolve: Callable[[str], Manifest] | None = None) -> GateResult | None:
+              emit: Callable[[BenchDocument], None], resolve: Callable[[str], Manifest] | None = None,
+              env: Mapping[str, str] | None = None) -> GateResult | None:
     """Run ``request`` (see the module docstring); ``resolve`` finds a stored model by name (default
-    :meth:`Engine.manifest`). Returns the baseline comparison, None without ``--baseline``."""
+    :meth:`Engine.manifest`); ``env`` is the environment of ``--isolate``'s worker processes (the
+    caller's; this process's if None). Returns the baseline comparison, None without ``--baseline``."""
     from slmctl.services.bench import history
     from slmctl.services.bench.matrix import MAX_CONCURRENCY, expand, parse_list
 
@@ -116,7 +117,7 @@ def run_bench(engine: Engine, request: BenchRequest, *, home: Path, progress: Pr
         engine.choose_device(manifests[config.model], config.device)
 
     document = measure(engine, manifests, configs, repetitions=request.repetitions, warmup=request.warmup,
-                       isolate=request.isolate, home=home, progress=progress)
+                       isolate=request.isolate, home=home, progress=progress, env=env)
     emit(document)
     try:
         history.append_history(home, document)
@@ -142,7 +143,8 @@ def compare_with(document: BenchDocument, baseline_document: BenchDocument, thre
 
 
 def measure(engine: Engine, manifests: dict[str, Manifest], configs: list[BenchConfig], *, repetitions: int,
-            warmup: int, isolate: bool, home: Path, progress: Progress) -> BenchDocument:
+            warmup: int, isolate: bool, home: Path, progress: Progress,
+            env: Mapping[str, str] | None = None) -> BenchDocument:
     """Run the matrix (a header line, then progress lines) and build the result document."""
     from slmctl import __version__
     from slmctl.engine.devices import runtime_versions
@@ -159,7 +161,7 @@ def measure(engine: Engine, manifests: dict[str, Manifest], configs: list[BenchC
                 else "")
              + (", each in a fresh process" if isolate else ""))
     samples = run_matrix(engine, configs, repetitions=repetitions, warmup=warmup, isolate=isolate,
-                         home=home, progress=progress)
+                         home=home, progress=progress, env=env)
     models = [ModelInfo(name=name, digest=m.digest(), format=m.format, quantization=m.details.quantization,
                         parameter_size=m.details.parameter_size) for name, m in manifests.items()
               if any(c.model == name for c in configs)]
