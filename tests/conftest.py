@@ -16,6 +16,16 @@ from slmctl.testing.tiny_gguf import TinyGGUFSpec, write_corrupt_files, write_ti
 #: The loopback Hugging Face-style server (``hub``) and its model fixtures, for the pull and create tests.
 pytest_plugins = ("hub_fixtures", "serve_fixtures")
 
+#: The test files that take tens of seconds, slowest first. They run before the others, so that under
+#: pytest-xdist the short files fill the gaps at the end instead of one worker finishing one of these alone.
+SLOW_FILES = ("test_serve_fuzz.py", "test_readme_contract.py", "test_container.py", "test_serve_faults.py",
+              "test_serve_auth.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: place for place, name in enumerate(SLOW_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_FILES)))  # stable: the rest keep their order
+
 
 @pytest.fixture(scope="session")
 def tiny_gguf(tmp_path_factory: pytest.TempPathFactory) -> Path:
