@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from slmctl.errors import InsecureFile, OperationFailed, UsageError
+from slmctl.fileio import fsync_dir
 
 KEYS_FILE = "keys.json"
 PREFIX = "slmctl_"
@@ -270,20 +271,7 @@ class KeyStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        _fsync_dir(self.path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        fsync_dir(self.path.parent)
 
 
 def summary(keys: Iterable[ApiKey]) -> dict[str, Any]:
