@@ -92,6 +92,8 @@ def main() -> None:
     p.add_argument("--ctx", type=int, default=2048, help="context of each slot")
     p.add_argument("--threads", type=int, default=psutil.cpu_count(logical=False) or os.cpu_count())
     p.add_argument("--llama-server", type=Path, help="an existing llama-server binary (else built once)")
+    p.add_argument("--gpu", action="store_true", help="every layer on the GPU on both sides (builds with CUDA; "
+                   "slmctl offloads every layer by default, llama-server gets -ngl 999); else both on the CPU")
     args = p.parse_args()
     remove_home_on_sigterm()
     counts = [int(n) for n in args.clients.split(",")]
@@ -103,12 +105,14 @@ def main() -> None:
         tmp = Path(tmp_name)
         env, shown = import_model(tmp, model, "bench-raw")
         (tmp / "Modelfile").write_text(f"FROM bench-raw\nPARAMETER num_ctx {args.ctx}\nPARAMETER num_thread "
-                                       f"{args.threads}\nPARAMETER num_batch {BATCH}\n")
+                                       f"{args.threads}\nPARAMETER num_batch {BATCH}\n"
+                                       + ("" if args.gpu else "PARAMETER num_gpu 0\n"))
         if slmctl(env, "create", "bench", "-f", str(tmp / "Modelfile")).returncode != 0:
             sys.exit("slmctl create failed")
         blob = Path(env["SLMCTL_HOME"]) / "models" / "blobs" / shown["files"][0]["digest"].replace(":", "-")
         no_repack = ["--no-repack"] if extra_buffers_crash(env) else []
-        print(f"model {model.name}, {args.threads} threads, {args.ctx}-token slots, {args.prompt_tokens}-token "
+        where = "every layer on the GPU, " if args.gpu else ""
+        print(f"model {model.name}, {where}{args.threads} threads, {args.ctx}-token slots, {args.prompt_tokens}-token "
               f"prompts, {args.tokens} tokens each, {args.requests} requests per client"
               + ("; extra CPU buffers off on both sides (AMX crashes here)" if no_repack else ""), flush=True)
 
@@ -117,7 +121,8 @@ def main() -> None:
             url = f"http://127.0.0.1:{port}"
             cmd = [str(binary), "-m", str(blob), "--host", "127.0.0.1", "--port", str(port), "-t", str(args.threads),
                    "-tb", str(max(args.threads, os.cpu_count() or 1)), "-c", str(args.ctx * n), "-np", str(n),
-                   "-b", str(BATCH), "-ub", str(BATCH), "-fa", "off", "--no-webui", *no_repack]
+                   "-b", str(BATCH), "-ub", str(BATCH), "-fa", "off", "--no-webui", "-ngl", "999" if args.gpu else "0",
+                   *no_repack]
             body = {"n_predict": args.tokens, "ignore_eos": True, "temperature": 0, "seed": 1, "stream": True}
             return cmd, f"{url}/health", lambda prompt: stream(f"{url}/completion", {**body, "prompt": prompt},
                                                                parse_sse)
