@@ -187,3 +187,33 @@ def test_process_runner_generates_and_reports_a_failed_load(engine: Engine, tmp_
         ProcessRunner(LoadPlan(model="broken", digest="sha256:x", format="gguf", path=broken,
                                options=LoadOptions(), device="cpu"))
     assert "refused broken.gguf" in failed.value.message and not isinstance(failed.value, RunnerCrashed)
+
+
+def test_the_worker_makes_the_batch_it_decodes_and_a_failure_reaches_the_caller() -> None:
+    """The batch is made on the runner's worker thread (llama.cpp's OpenMP team belongs to the thread
+    that decodes first); a batch that cannot be made fails the constructor, in the caller's thread."""
+    from types import SimpleNamespace
+
+    makers: list[threading.Thread] = []
+
+    class Batch:
+        active = 0
+
+        def close(self) -> None: ...
+
+    def batch(slots: int) -> Batch:
+        makers.append(threading.current_thread())
+        return Batch()
+
+    info = LoadedInfo("gguf", "cpu", 64, 0, None)
+    runner = ThreadRunner(SimpleNamespace(info=info, embed=None, batch=batch), name="fake", slots=2)
+    try:
+        assert isinstance(runner.batch, Batch) and makers == [runner._worker]
+    finally:
+        runner.close(free_model=False)
+
+    def failing(slots: int) -> Batch:
+        raise OperationFailed("llama.cpp could not make a context for 2 parallel sequences")
+
+    with pytest.raises(OperationFailed, match="could not make a context"):
+        ThreadRunner(SimpleNamespace(info=info, embed=None, batch=failing), name="fake", slots=2)
