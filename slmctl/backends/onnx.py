@@ -82,8 +82,9 @@ class OnnxGenaiBackend(Backend):
 
             return OnnxEncoderModel.load(path, options, device=device, provider_options=provider_options)
         og = import_genai()
-        limit = capped_context(options.num_ctx, _context_length(path))
-        shared_kv = _shares_kv_buffer(path)
+        document = _genai_config(path)
+        limit = capped_context(options.num_ctx, _context_length(document))
+        shared_kv = _shares_kv_buffer(document)
         start = time.perf_counter_ns()
         try:
             config = og.Config(str(path))
@@ -106,7 +107,7 @@ class OnnxGenaiBackend(Backend):
             raise self._load_error(path, device, exc) from exc
         load_ns = time.perf_counter_ns() - start
         info = LoadedInfo("onnx", device, limit, load_ns, read_chat_template(path))
-        return OnnxGenaiModel(og, model, tokenizer, info, _eos_ids(tokenizer), _vocab_size(path),
+        return OnnxGenaiModel(og, model, tokenizer, info, _eos_ids(tokenizer), _vocab_size(document),
                               engine_batching=shared_kv)
 
     @staticmethod
@@ -130,20 +131,19 @@ def _genai_config(path: Path) -> dict[str, Any]:
                                "the ONNX model folder is incomplete or not supported by this runtime") from exc
 
 
-def _context_length(path: Path) -> int:
-    config = _genai_config(path)
+def _context_length(config: dict[str, Any]) -> int:
     model = config.get("model", {})
     return int(model.get("context_length") or config.get("search", {}).get("max_length") or 2048)
 
 
-def _shares_kv_buffer(path: Path) -> bool:
+def _shares_kv_buffer(config: dict[str, Any]) -> bool:
     """Whether past and present KV tensors share one buffer (a GroupQueryAttention graph): only then can
     the Engine end one row of a batch early (a Concat cache breaks the next step, and the Engine)."""
-    return bool(_genai_config(path).get("search", {}).get("past_present_share_buffer", False))
+    return bool(config.get("search", {}).get("past_present_share_buffer", False))
 
 
-def _vocab_size(path: Path) -> int:
-    return int(_genai_config(path).get("model", {}).get("vocab_size") or 2**31 - 1)
+def _vocab_size(config: dict[str, Any]) -> int:
+    return int(config.get("model", {}).get("vocab_size") or 2**31 - 1)
 
 
 def _eos_ids(tokenizer: Any) -> frozenset[int]:
