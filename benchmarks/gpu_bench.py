@@ -52,8 +52,8 @@ PYTHONS = ("3.11", "3.12", "3.13")  # slmctl's pins (typer 0.29) need 3.11
 LEFT_OUT = {"llama-cpp-python", "onnxruntime-genai", "onnxruntime", "onnx", "tokenizers", "numpy", "slmctl",
             "huggingface-hub", "hf-xet", "protobuf", "ml-dtypes"}
 #: Parts of the sdist a build of llama.cpp's library and server does not read.
-TRIMMED = ("/.git/", "/vendor/llama.cpp/models/", "/vendor/llama.cpp/docs/", "/vendor/llama.cpp/tests/",
-           "/vendor/llama.cpp/benches/", "/vendor/llama.cpp/examples/", "/tools/ui/tests/", "/examples/", "/docs/")
+TRIMMED = ("/.git/", "/vendor/llama.cpp/models/", "/vendor/llama.cpp/tests/", "/vendor/llama.cpp/benches/",
+           "/tools/ui/tests/", "/examples/", "/docs/")  # the last two: every examples/ and docs/ folder
 CMAKE_FLAGS = ["-DCMAKE_BUILD_TYPE=Release", "-DBUILD_SHARED_LIBS=ON", "-DLLAMA_BUILD_SERVER=ON",
                "-DLLAMA_BUILD_TOOLS=ON", "-DLLAMA_BUILD_TESTS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_CURL=OFF",
                "-DLLAMA_OPENSSL=OFF"]
