@@ -42,8 +42,25 @@ BATCH = 512
 GOALS = {"aggregate": 1.0, "ttft": 1.2, "single": 0.95}
 
 
-def load(send: Callable[[str], dict], prompts: list[list[str]]) -> dict:
-    """One thread per client, each sending its prompts in turn; every request's figures, and the wall time."""
+def tree_cpu_s(pid: int) -> tuple[float, float]:
+    """CPU seconds (user + system) of process ``pid`` itself and of its children together."""
+    import psutil
+
+    process = psutil.Process(pid)
+    own = process.cpu_times()
+    children = 0.0
+    for child in process.children(recursive=True):
+        try:
+            times = child.cpu_times()
+        except psutil.Error:
+            continue
+        children += times.user + times.system
+    return own.user + own.system, children
+
+
+def load(send: Callable[[str], dict], prompts: list[list[str]], pid: int) -> dict:
+    """One thread per client, each sending its prompts in turn; every request's figures, the wall time and
+    the CPU time the server (its own process, and its children: slmctl's runner) spent meanwhile."""
     results: list[dict] = []
     lock = threading.Lock()
 
@@ -57,12 +74,16 @@ def load(send: Callable[[str], dict], prompts: list[list[str]]) -> dict:
                 results.append(got)
 
     threads = [threading.Thread(target=client, args=(mine,)) for mine in prompts]
+    cpu_before = tree_cpu_s(pid)
     start = time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    return {"wall_s": time.perf_counter() - start, "requests": results}
+    wall = time.perf_counter() - start
+    cpu_after = tree_cpu_s(pid)
+    return {"wall_s": wall, "requests": results, "server_cpu_s": cpu_after[0] - cpu_before[0],
+            "runner_cpu_s": cpu_after[1] - cpu_before[1]}
 
 
 def figures(run: dict, tokens: int) -> dict:
@@ -72,7 +93,8 @@ def figures(run: dict, tokens: int) -> dict:
     return {"aggregate_tok_s": generated / run["wall_s"], "ttft_p50_ms": statistics.median(ttft) if ttft else None,
             "ttft_p95_ms": ttft[min(len(ttft) - 1, int(0.95 * len(ttft)))] if ttft else None,
             "stream_tok_s": statistics.median(r["client_tok_s"] for r in done if r["client_tok_s"]) if done else None,
-            "broken": len(run["requests"]) - len(done), "wall_s": run["wall_s"]}
+            "broken": len(run["requests"]) - len(done), "wall_s": run["wall_s"],
+            "server_cpu_s": run["server_cpu_s"], "runner_cpu_s": run["runner_cpu_s"]}
 
 
 def extra_buffers_crash(env: dict[str, str]) -> bool:
@@ -142,13 +164,14 @@ def main() -> None:
             order = [("slmctl", ours), ("llama-server", llama)]
             for side, make in order if index % 2 == 0 else order[::-1]:
                 cmd, health, send = make(n)
-                with server_process(cmd, env, health, tmp / f"{side}-{n}.log"):
+                with server_process(cmd, env, health, tmp / f"{side}-{n}.log") as proc:
                     send(prompts[0])  # warm-up: the model is loaded, the graphs are built
-                    got = figures(load(send, per_client), args.tokens)
+                    got = figures(load(send, per_client, proc.pid), args.tokens)
                 results[side][n] = got
                 print(f"{n} streams, {side:12}: aggregate {got['aggregate_tok_s']:6.1f} tok/s, TTFT p50 "
                       f"{got['ttft_p50_ms'] or 0:7.0f} ms p95 {got['ttft_p95_ms'] or 0:7.0f} ms, per stream "
-                      f"{got['stream_tok_s'] or 0:5.1f} tok/s, broken {got['broken']}, wall {got['wall_s']:.1f} s",
+                      f"{got['stream_tok_s'] or 0:5.1f} tok/s, broken {got['broken']}, wall {got['wall_s']:.1f} s, CPU "
+                      f"{got['server_cpu_s']:.1f} + {got['runner_cpu_s']:.1f} s",
                       flush=True)
     print("\nslmctl serve / llama-server:")
     for n in counts:

@@ -139,6 +139,56 @@ def test_a_prompt_over_the_context_fails_alone(runner: ThreadRunner) -> None:
     assert neighbour.complete() and neighbour.error is None
 
 
+class Sink:
+    """A sink of direct ``GgufBatch`` tests: keeps failures, counts ends."""
+
+    def __init__(self, failures: list[BaseException]) -> None:
+        self.failures, self.ended = failures, False
+
+    def chunk(self, text: str) -> None: ...
+
+    def done(self, stats: object) -> None:
+        self.ended = True
+
+    def fail(self, error: BaseException) -> None:
+        self.failures.append(error)
+        self.ended = True
+
+
+def test_a_step_writes_its_batch_in_slot_order(tmp_path) -> None:
+    """With a KV stream per sequence llama.cpp decodes a batch in one pass only where its sequence ids rise
+    by one: sequences admitted in any slot order (here prefix reuse sends them to slots 3, 2, 1, 0) are
+    written in slot order."""
+    path = write_tiny_gguf(tmp_path / "tiny.gguf", TinyGGUFSpec(context_length=2048))
+    loaded = LlamaCppBackend().load(path, LoadOptions(num_ctx=256, num_thread=1, num_batch=64), slots=4)
+    batch = loaded.batch(4)
+    failures: list[BaseException] = []
+    prompts = [tuple(100 + 10 * i + k for k in range(6)) for i in range(4)]
+
+    def admit(tokens: tuple[int, ...], predict: int) -> Sink:
+        sink = Sink(failures)
+        batch.add(GenerateRequest(SamplingOptions(temperature=0, num_predict=predict), tokens=tokens), sink,
+                  threading.Event())
+        return sink
+
+    try:
+        for tokens in prompts:
+            admit(tokens, 1)
+        while batch.active:
+            batch.step()
+        for tokens in reversed(prompts):  # each goes back to the slot that caches its prefix
+            admit(tokens + (7,), 4)
+        assert [s.slot for s in batch._running.values()] == [3, 2, 1, 0]
+        for _ in range(2):  # the prefills, then one token of each
+            batch.step()
+            written = [batch._batch.seq_id[i][0] for i in range(batch._batch.n_tokens)]
+            assert written == sorted(written) and set(written) == {0, 1, 2, 3}
+        assert batch._batch.n_tokens == 4 and not failures
+    finally:
+        batch.close()
+        loaded.close()
+
+
 def test_newcomers_arriving_together_are_prefilled_one_after_another(tmp_path) -> None:
     """With room in ``n_batch`` for every prompt, a newcomer still starts only while the step holds fewer
     than ``PREFILL_START`` prompt tokens: the first answer starts after one prefill, short prompts pack."""
@@ -148,21 +198,13 @@ def test_newcomers_arriving_together_are_prefilled_one_after_another(tmp_path) -
     loaded = LlamaCppBackend().load(path, LoadOptions(num_ctx=1024, num_thread=1, num_batch=512), slots=4)
     batch = loaded.batch(4)
 
-    class Sink:
-        def chunk(self, text: str) -> None: ...
-
-        def done(self, stats: object) -> None: ...
-
-        def fail(self, error: BaseException) -> None:
-            failures.append(error)
-
     failures: list[BaseException] = []
     lengths = [PREFILL_START + 8, PREFILL_START + 8, 4, 4]
     try:
         for i, length in enumerate(lengths):
             tokens = tuple(100 + i + k for k in range(length))
-            batch.add(GenerateRequest(SamplingOptions(temperature=0, num_predict=8), tokens=tokens), Sink(),
-                      threading.Event())
+            batch.add(GenerateRequest(SamplingOptions(temperature=0, num_predict=8), tokens=tokens),
+                      Sink(failures), threading.Event())
         fed = []
         for _ in range(3):
             batch.step()
