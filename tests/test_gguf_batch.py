@@ -155,38 +155,70 @@ class Sink:
         self.ended = True
 
 
-def test_a_step_writes_its_batch_in_slot_order(tmp_path) -> None:
-    """With a KV stream per sequence llama.cpp decodes a batch in one pass only where its sequence ids rise
-    by one: sequences admitted in any slot order (here prefix reuse sends them to slots 3, 2, 1, 0) are
-    written in slot order."""
+@pytest.fixture
+def direct(tmp_path) -> Iterator[tuple[object, list[BaseException]]]:
+    """A 4-slot batch driven step by step on this thread, whose 4 slots cache prompts 0 to 3 (6 tokens
+    each), so that prompts starting the same way go back to their slots; and the failures it delivered."""
     path = write_tiny_gguf(tmp_path / "tiny.gguf", TinyGGUFSpec(context_length=2048))
     loaded = LlamaCppBackend().load(path, LoadOptions(num_ctx=256, num_thread=1, num_batch=64), slots=4)
     batch = loaded.batch(4)
     failures: list[BaseException] = []
-    prompts = [tuple(100 + 10 * i + k for k in range(6)) for i in range(4)]
-
-    def admit(tokens: tuple[int, ...], predict: int) -> Sink:
-        sink = Sink(failures)
-        batch.add(GenerateRequest(SamplingOptions(temperature=0, num_predict=predict), tokens=tokens), sink,
-                  threading.Event())
-        return sink
-
     try:
-        for tokens in prompts:
-            admit(tokens, 1)
+        for i in range(4):
+            admit(batch, failures, i, 1)
         while batch.active:
             batch.step()
-        for tokens in reversed(prompts):  # each goes back to the slot that caches its prefix
-            admit(tokens + (7,), 4)
-        assert [s.slot for s in batch._running.values()] == [3, 2, 1, 0]
-        for _ in range(2):  # the prefills, then one token of each
-            batch.step()
-            written = [batch._batch.seq_id[i][0] for i in range(batch._batch.n_tokens)]
-            assert written == sorted(written) and set(written) == {0, 1, 2, 3}
-        assert batch._batch.n_tokens == 4 and not failures
+        yield batch, failures
     finally:
         batch.close()
         loaded.close()
+
+
+def admit(batch, failures: list[BaseException], prompt: int, predict: int, extra: tuple[int, ...] = ()) -> Sink:
+    sink = Sink(failures)
+    tokens = tuple(100 + 10 * prompt + k for k in range(6)) + extra
+    batch.add(GenerateRequest(SamplingOptions(temperature=0, num_predict=predict), tokens=tokens), sink,
+              threading.Event())
+    return sink
+
+
+def written(batch) -> list[tuple[int, int, int]]:
+    """The last step's batch: (sequence id, position, logits wanted) of each token."""
+    raw = batch._batch
+    return [(raw.seq_id[i][0], raw.pos[i], raw.logits[i]) for i in range(raw.n_tokens)]
+
+
+def test_a_step_writes_its_batch_in_slot_order(direct) -> None:
+    """With a KV stream per sequence llama.cpp decodes a batch in one pass only where its sequence ids rise
+    by one: sequences admitted in any slot order (here prefix reuse sends them to slots 3, 2, 1, 0) are
+    written in slot order."""
+    batch, failures = direct
+    for prompt in (3, 2, 1, 0):
+        admit(batch, failures, prompt, 4, (7,))
+    assert [s.slot for s in batch._running.values()] == [3, 2, 1, 0]
+    for _ in range(2):  # the prompts' last tokens, then one answer token each
+        batch.step()
+        assert [seq for seq, _, _ in written(batch)] == [0, 1, 2, 3]
+    assert not failures
+
+
+def test_a_gap_between_slots_is_filled_with_a_token_removed_after_the_step(direct) -> None:
+    """Slots 0 and 2 decode, slot 1 keeps a cached prompt: the step carries a throwaway token for slot 1
+    (no logits, at the position after its cache) so it stays one pass, and slot 1's cache is as before."""
+    batch, failures = direct
+    lib = batch._lib
+    cached = lib.llama_memory_seq_pos_max(batch._mem, 1)
+    assert cached == 5
+    for prompt in (2, 0):
+        admit(batch, failures, prompt, 4, (7,))
+    batch.step()
+    assert written(batch) == [(0, 6, 1), (1, 6, 0), (2, 6, 1)]
+    assert lib.llama_memory_seq_pos_max(batch._mem, 1) == cached
+    resumed = admit(batch, failures, 1, 2, (7,))  # slot 1's cache still serves its prompt
+    assert batch._running[1].request.tokens[-1] == 7 and batch._running[1].fed == 6
+    while batch.active:
+        batch.step()
+    assert resumed.ended and not failures
 
 
 def test_newcomers_arriving_together_are_prefilled_one_after_another(tmp_path) -> None:

@@ -7,9 +7,10 @@ span all the sequences' cells: 8 streams decoded ~18 % slower). Each :meth:`Gguf
 ``llama_batch``: the pending token of every generating sequence first, then prompt chunks of newly
 admitted ones within what is left of ``n_batch`` (a long prompt is prefilled over several steps, so a
 newcomer delays the others' next token by at most one ``n_batch`` chunk; newcomers that arrive together
-start one after another, see :data:`PREFILL_START`), then ``llama_decode`` once and
-one sample per sequence from its own sampler chain (its options and seed; a grammar checks the chosen
-token, see ``lazy_grammar``). A finished or cancelled sequence frees its slot at once; its KV entries
+start one after another, see :data:`PREFILL_START`), written in slot order with a throwaway token in a
+short gap between slots (llama.cpp decodes a run of consecutive sequence ids in one pass over the
+weights, see ``_fillers``), then ``llama_decode`` once and one sample per sequence from its own
+sampler chain (its options and seed; a grammar checks the chosen token, see ``lazy_grammar``). A finished or cancelled sequence frees its slot at once; its KV entries
 stay as a cache, and a later prompt that starts the same way (a system prompt, a chat history plus one
 message) reuses them (``prompt_cached_count``).
 One thread drives a batch (the runner's worker); no llama.cpp call here happens on any other.
@@ -31,6 +32,9 @@ from slmctl.errors import ContextOverflow, OperationFailed
 #: than this: newcomers that arrive together are prefilled one after another (short prompts packed
 #: together), so the first answers start after one prompt's prefill, not after all of them.
 PREFILL_START = 32
+
+#: Throwaway tokens worth spending to keep a step's batch one pass over the weights (see ``_fillers``).
+FILL_PER_PASS = 2
 
 
 @dataclass
@@ -87,6 +91,7 @@ class GgufBatch(Batch):
         self._mem = llama_cpp.llama_get_memory(self._ctx)
         self._batch = llama_cpp.llama_batch_init(self._n_batch, 0, 1)
         self._vocab = llm._model.vocab
+        self._filler_token = max(0, llama_cpp.llama_vocab_bos(self._vocab))
         self._n_vocab = llm.n_vocab()
         self._cache: dict[int, list[int]] = {slot: [] for slot in range(slots)}
         self._running: dict[int, _Sequence] = {}
@@ -210,7 +215,7 @@ class GgufBatch(Batch):
             self._finish(sequence)
         if not self._running:
             return
-        batch, n, prefill = self._batch, 0, 0
+        batch, n = self._batch, 0
 
         def put(token: int, position: int, slot: int, logits: bool) -> None:
             nonlocal n
@@ -218,10 +223,46 @@ class GgufBatch(Batch):
             batch.seq_id[n][0], batch.logits[n] = slot, int(logits)
             n += 1
 
-        # What each sequence feeds: its pending token, or a chunk of its prompt within what is left of
-        # n_batch (prefills in admission order); then the batch is written in slot order (see _in_order).
-        room = self._n_batch - sum(s.pending is not None for s in self._running.values())
-        feeds: dict[int, int] = {}
+        feeds = self._feeds()
+        fillers = self._fillers(feeds)
+        for slot in sorted([*feeds, *fillers]):  # slot order: see _fillers
+            if slot in fillers:
+                put(self._filler_token, fillers[slot], slot, False)
+                continue
+            sequence = self._running[slot]
+            if sequence.pending is not None:
+                sequence.index = n
+                put(sequence.pending, len(sequence.cached), slot, True)
+                sequence.cached.append(sequence.pending)
+                sequence.pending = None
+            else:
+                take = feeds[slot]
+                for k in range(sequence.fed, sequence.fed + take):
+                    put(sequence.prompt[k], k, slot, k == len(sequence.prompt) - 1)
+                sequence.cached.extend(sequence.prompt[sequence.fed:sequence.fed + take])
+                sequence.fed += take
+                if sequence.fed == len(sequence.prompt):
+                    sequence.index = n - 1
+        batch.n_tokens = n
+        code = self._lib.llama_decode(self._ctx, batch)
+        for slot, position in fillers.items():
+            self._lib.llama_memory_seq_rm(self._mem, slot, position, -1)
+        if code != 0:
+            error = OperationFailed(f"llama.cpp could not decode the batch (llama_decode returned {code})",
+                                    "lower --parallel or num_ctx")
+            for sequence in list(self._running.values()):
+                self._finish(sequence, error)
+            return
+        for sequence in list(self._running.values()):
+            if sequence.index >= 0:
+                self._sample(sequence)
+
+    def _feeds(self) -> dict[int, int]:
+        """How many tokens each sequence feeds this step, by slot: its pending token (every generating
+        sequence), or a chunk of its prompt within what is left of ``n_batch`` (prefills in admission
+        order; a newcomer starts only while the step holds fewer than PREFILL_START prompt tokens)."""
+        feeds = {s.slot: 1 for s in self._running.values() if s.pending is not None}
+        room, prefill = self._n_batch - len(feeds), 0
         for sequence in self._running.values():
             sequence.index = -1
             if sequence.pending is None and room > 0 and (sequence.started or prefill < PREFILL_START):
@@ -229,38 +270,29 @@ class GgufBatch(Batch):
                 feeds[sequence.slot] = take = min(room, len(sequence.prompt) - sequence.fed)
                 room -= take
                 prefill += take
-        order = self._in_order()
-        for sequence in order:
-            if sequence.pending is not None:
-                sequence.index = n
-                put(sequence.pending, len(sequence.cached), sequence.slot, True)
-                sequence.cached.append(sequence.pending)
-                sequence.pending = None
-            elif sequence.slot in feeds:
-                take = feeds[sequence.slot]
-                for k in range(sequence.fed, sequence.fed + take):
-                    put(sequence.prompt[k], k, sequence.slot, k == len(sequence.prompt) - 1)
-                sequence.cached.extend(sequence.prompt[sequence.fed:sequence.fed + take])
-                sequence.fed += take
-                if sequence.fed == len(sequence.prompt):
-                    sequence.index = n - 1
-        batch.n_tokens = n
-        code = self._lib.llama_decode(self._ctx, batch)
-        if code != 0:
-            error = OperationFailed(f"llama.cpp could not decode the batch (llama_decode returned {code})",
-                                    "lower --parallel or num_ctx")
-            for sequence in list(self._running.values()):
-                self._finish(sequence, error)
-            return
-        for sequence in order:
-            if sequence.index >= 0:
-                self._sample(sequence)
+        return feeds
 
-    def _in_order(self) -> list[_Sequence]:
-        """The running sequences by slot. With a KV stream per sequence, llama.cpp splits a batch into
-        micro-batches of sequences whose ids rise by one in batch order, each a full pass over the
-        weights: written in any other order, 8 decoding sequences took ~1.6x as long per step."""
-        return [self._running[slot] for slot in sorted(self._running)]
+    def _fillers(self, feeds: dict[int, int]) -> dict[int, int]:
+        """The slots between fed ones to fill with a throwaway token this step, and its position.
+
+        With a KV stream per sequence, llama.cpp splits a batch into micro-batches of sequences whose ids
+        rise by one in batch order, each a full pass over the weights. So the batch is written in slot
+        order (in admission order, 8 decoding sequences took 120-126 ms a step instead of 75), and a slot
+        without a token this step (free, or a newcomer waiting to start its prefill) would split it in
+        two: a token that is decoded and removed again keeps it whole. A pass costs over three tokens'
+        decoding here (1 sequence 28 ms a step, 8 sequences 77 ms), so a pass saved is worth up to
+        :data:`FILL_PER_PASS` such tokens; a wider gap (or one without room left in ``n_batch``) is left
+        to split the batch."""
+        fed = sorted(feeds)
+        if len(fed) < 2:
+            return {}
+        gaps = [slot for slot in range(fed[0], fed[-1] + 1) if slot not in feeds]
+        passes_saved = sum(1 for a, b in zip(fed, fed[1:]) if b > a + 1)
+        if not gaps or len(gaps) > FILL_PER_PASS * passes_saved \
+                or sum(feeds.values()) + len(gaps) > self._n_batch:
+            return {}
+        return {slot: len(self._running[slot].cached) if slot in self._running else len(self._cache[slot])
+                for slot in gaps}
 
     def _sample(self, sequence: _Sequence) -> None:
         self._scoring = sequence.index
