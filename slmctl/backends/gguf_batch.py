@@ -10,9 +10,10 @@ newcomer delays the others' next token by at most one ``n_batch`` chunk; newcome
 start one after another, see :data:`PREFILL_START`), written in slot order with a throwaway token in a
 short gap between slots (llama.cpp decodes a run of consecutive sequence ids in one pass over the
 weights, see ``_fillers``), then ``llama_decode`` once and one sample per sequence from its own
-sampler chain (its options and seed; a grammar checks the chosen token, see ``lazy_grammar``). A finished or cancelled sequence frees its slot at once; its KV entries
-stay as a cache, and a later prompt that starts the same way (a system prompt, a chat history plus one
-message) reuses them (``prompt_cached_count``).
+sampler chain (its options and seed; a grammar checks the chosen token, see ``lazy_grammar``).
+A finished or cancelled sequence frees its slot at once; its KV entries stay as a cache, and a later
+prompt that starts the same way (a system prompt, a chat history plus one message) reuses them
+(``prompt_cached_count``).
 One thread drives a batch (the runner's worker); no llama.cpp call here happens on any other.
 """
 
