@@ -25,7 +25,7 @@ from slmctl.backends.base import GenerateRequest, Stats
 from slmctl.backends.onnx import OnnxGenaiBackend, OnnxGenaiModel
 from slmctl.backends.onnx_batch import OnnxEngineBatch
 from slmctl.engine.runner import Channel, ThreadRunner
-from slmctl.errors import ContextOverflow
+from slmctl.errors import ContextOverflow, OperationFailed
 from slmctl.options import LoadOptions, SamplingOptions
 from slmctl.testing.__main__ import main as write_model
 from slmctl.testing.tiny_onnx import TinyOnnxSpec, write_tiny_onnx_gqa
@@ -298,6 +298,152 @@ def test_a_new_batch_waits_for_the_clients_of_the_last_one(model: OnnxGenaiModel
                 lone.step()
     finally:
         lone.close()
+
+
+def og_usage(**counts: int) -> object:
+    from types import SimpleNamespace
+
+    return SimpleNamespace(**{"prompt_tokens": 0, "generated_tokens": 0, "cached_prompt_tokens": 0, **counts})
+
+
+class FakeDynamicEngine:
+    """onnxruntime-genai's Engine on its dynamic path, which needs a PagedAttention model and so CUDA or
+    WebGPU (none here): every ``run`` gives one token to each turn begun before it, whatever the others
+    do, and ends a turn at its token limit or its cancel. Records which requests each run served."""
+
+    class Flags:
+        NONE, TOKEN, TURN_FINISHED, FAILED = 0, 1, 2, 4
+
+    class Reasons:
+        NONE, EOS, STOP_STRING, MAX_GENERATED_TOKENS, CANCELLED, FAILED = range(6)
+
+    class Capabilities:
+        configured_max_batch_size, max_scheduled_tokens = 16, 2048
+
+    class Turn:
+        def __init__(self, handle: object) -> None:
+            self.limit, self.options = 0, {}
+
+        def set_max_generated_tokens(self, n: int) -> None:
+            self.limit = n
+
+        def __getattr__(self, name: str):  # other settings are kept, not used
+            return lambda *args: self.options.__setitem__(name, args)
+
+    class Handle:
+        def __init__(self, engine: FakeDynamicEngine) -> None:
+            self.engine, self.turn, self.generated, self.cancelled, self.closed = engine, None, 0, False, False
+            self.cached = 4 * len(engine.created)  # the prompt tokens its prefix cache would have held
+
+        def begin_turn(self, tokens: np.ndarray, turn: FakeDynamicEngine.Turn) -> int:
+            self.turn = turn
+            self.engine.active.append(self)
+            return 1
+
+        def cancel_turn(self, turn_id: int) -> None:
+            self.cancelled = True
+
+        def close(self) -> None:
+            self.closed = True
+
+    class Event:
+        def __init__(self, request: FakeDynamicEngine.Handle, flags: int, token: int = 0, reason: int = 0) -> None:
+            self.request, self.flags, self.token, self.finish_reason = request, flags, token, reason
+            self.turn_id, self.error_code = 1, 0
+            self.usage = og_usage(cached_prompt_tokens=request.cached) if flags & 2 else None
+
+    def __init__(self) -> None:
+        self.active: list[FakeDynamicEngine.Handle] = []
+        self.runs: list[set[int]] = []
+        self.created: list[FakeDynamicEngine.Handle] = []
+        self.TurnOptions, self.EngineEventFlags, self.FinishReason = self.Turn, self.Flags, self.Reasons
+
+    def Engine(self, model: object) -> FakeDynamicEngine:  # noqa: N802 - the og module's name
+        return self
+
+    def get_capabilities(self) -> object:
+        return self.Capabilities()
+
+    def create_event_buffer(self, capacity: int) -> object:
+        return object()
+
+    def create_request(self) -> FakeDynamicEngine.Handle:
+        self.created.append(self.Handle(self))
+        return self.created[-1]
+
+    def has_pending_requests(self) -> bool:
+        return bool(self.active)
+
+    def run(self, buffer: object) -> list[FakeDynamicEngine.Event]:
+        events, self.runs = [], [*self.runs, {id(h) for h in self.active}]
+        for handle in list(self.active):
+            if handle.cancelled:
+                events.append(self.Event(handle, self.Flags.TURN_FINISHED, reason=self.Reasons.CANCELLED))
+            else:
+                handle.generated += 1
+                done = handle.generated >= handle.turn.limit
+                events.append(self.Event(handle, self.Flags.TOKEN | (self.Flags.TURN_FINISHED if done else 0),
+                                         token=20 + handle.generated,
+                                         reason=self.Reasons.MAX_GENERATED_TOKENS if done else 0))
+                if not done:
+                    continue
+            self.active.remove(handle)
+        return events
+
+
+def test_a_paged_attention_model_batches_continuously(model: OnnxGenaiModel) -> None:
+    """On the Engine's dynamic path a request joins the running batch at the next step, and leaves it when
+    it ends, instead of waiting for the batch to drain (the static path's test above)."""
+    fake = FakeDynamicEngine()
+    batch = OnnxEngineBatch(model, 4, continuous=True)
+    batch._og = fake
+
+    def add(limit: int) -> Recorder:
+        sink = Recorder()
+        batch.add(request(PROMPTS[1], limit), sink, threading.Event())
+        return sink
+
+    try:
+        first = add(6)
+        batch.step()
+        batch.step()
+        assert len(first.chunks) == 2 and batch.free_slots() == 3  # running, and open to newcomers
+        second = add(2)
+        batch.step()
+        assert len(fake.runs[-1]) == 2 and len(second.chunks) == 1  # it joined the running batch
+        batch.step()
+        assert second.stats is not None and first.stats is None  # it left first, the other goes on
+        third = add(1)
+        while batch.active:
+            batch.step()
+        assert [s.stats.eval_count for s in (first, second, third)] == [6, 2, 1]  # type: ignore[union-attr]
+        assert all(s.stats.done_reason == "length" for s in (first, second, third))  # type: ignore[union-attr]
+        assert [s.stats.prompt_cached_count for s in (first, second, third)] == [0, 4, 8]  # type: ignore[union-attr]
+        assert len(fake.runs) == 6 and len(fake.created) == 3 and all(h.closed for h in fake.created)
+    finally:
+        batch.close()
+
+
+def test_a_model_configured_for_dynamic_batching_is_batched_continuously(gqa_path: Path, tmp_path: Path) -> None:
+    """``engine.dynamic_batching`` in genai_config.json marks a PagedAttention model: loaded for batching, it
+    gets a continuous batch; on the CPU the Engine refuses it, and the runner tells each request so."""
+    import shutil
+
+    paged = tmp_path / "paged"
+    shutil.copytree(gqa_path, paged)
+    config = json.loads((paged / "genai_config.json").read_text())
+    config["engine"] = {"dynamic_batching": {"block_size": 256, "max_batch_size": 16}}
+    (paged / "genai_config.json").write_text(json.dumps(config))
+    with OnnxGenaiBackend().load(paged, LoadOptions(num_thread=1), slots=4) as loaded:
+        assert loaded.engine_continuous and loaded.batch(4).continuous  # type: ignore[union-attr]
+        paged_runner = ThreadRunner(loaded, name="paged", slots=4)
+        try:
+            generations = [paged_runner.submit(request(PROMPTS[0], 4)) for _ in range(2)]
+            for generation in generations:
+                with pytest.raises(OperationFailed, match="batching engine"):
+                    generation.complete()
+        finally:
+            paged_runner.close(free_model=False)
 
 
 def test_six_concurrent_requests_on_four_slots_all_complete(runner: ThreadRunner) -> None:

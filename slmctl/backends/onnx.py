@@ -6,7 +6,8 @@ on EOS, ``num_predict`` mapped to the runtime's total ``max_length``, JSON guida
 and timings measured by slmctl (the runtime has no counters). ``onnxruntime_genai`` is imported only
 when a model is loaded. A folder without ``genai_config.json`` is an encoder: see ``onnx_encoder``.
 Models whose KV cache is one shared past/present buffer (GroupQueryAttention graphs, as the runtime's
-model builder makes them) batch several generations on the runtime's Engine: see ``onnx_batch``.
+model builder makes them) batch several generations on the runtime's Engine, in static batches, or
+continuously for PagedAttention models (``engine.dynamic_batching`` in the config): see ``onnx_batch``.
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ class OnnxGenaiBackend(Backend):
         document = _genai_config(path)
         limit = capped_context(options.num_ctx, _context_length(document))
         shared_kv = _shares_kv_buffer(document)
+        continuous = _batches_continuously(document)
         start = time.perf_counter_ns()
         try:
             config = og.Config(str(path))
@@ -98,9 +100,11 @@ class OnnxGenaiBackend(Backend):
             if options.num_thread:
                 config.overlay(json.dumps({"model": {"decoder": {"session_options": {
                     ONNX_GENAI_NAMES["num_thread"]: options.num_thread}}}}))
-            if slots and shared_kv:  # the Engine's static batch: ``slots`` rows (4 unless told) of KV
-                config.overlay(json.dumps({"engine": {"static_batching": {"max_batch_size": slots}},
-                                           "search": {"max_length": limit}}))  # sized by max_length
+            if slots and (shared_kv or continuous):  # a request holds at most the context
+                overlay: dict[str, Any] = {"search": {"max_length": limit}}
+                if not continuous:  # the static batch: ``slots`` rows (4 unless told) of KV, sized by max_length
+                    overlay["engine"] = {"static_batching": {"max_batch_size": slots}}
+                config.overlay(json.dumps(overlay))
             model = og.Model(config)
             tokenizer = og.Tokenizer(model)
         except RuntimeError as exc:
@@ -108,7 +112,7 @@ class OnnxGenaiBackend(Backend):
         load_ns = time.perf_counter_ns() - start
         info = LoadedInfo("onnx", device, limit, load_ns, read_chat_template(path))
         return OnnxGenaiModel(og, model, tokenizer, info, _eos_ids(tokenizer), _vocab_size(document),
-                              engine_batching=shared_kv)
+                              engine_batching=shared_kv or continuous, engine_continuous=continuous)
 
     @staticmethod
     def _load_error(path: Path, device: str, exc: RuntimeError) -> Exception:
@@ -142,6 +146,14 @@ def _shares_kv_buffer(config: dict[str, Any]) -> bool:
     return bool(config.get("search", {}).get("past_present_share_buffer", False))
 
 
+def _batches_continuously(config: dict[str, Any]) -> bool:
+    """Whether the Engine batches this model continuously: its ``engine.dynamic_batching`` section (the
+    model builder writes it for PagedAttention models, CUDA or WebGPU in 16 bits) selects the Engine's
+    dynamic path, where requests join and leave the running batch at any step."""
+    engine = config.get("engine")
+    return isinstance(engine, dict) and isinstance(engine.get("dynamic_batching"), dict)
+
+
 def _vocab_size(config: dict[str, Any]) -> int:
     return int(config.get("model", {}).get("vocab_size") or 2**31 - 1)
 
@@ -157,10 +169,12 @@ class OnnxGenaiModel(LoadedModel):
     """One ``og.Model`` (safe to share between threads; one generator per generation)."""
 
     def __init__(self, og: Any, model: Any, tokenizer: Any, info: LoadedInfo, eos_ids: frozenset[int],
-                 vocab_size: int, *, engine_batching: bool = False) -> None:
+                 vocab_size: int, *, engine_batching: bool = False, engine_continuous: bool = False) -> None:
         self._og = og
         #: Whether the runtime's Engine can batch this model's generations (see :meth:`batch`).
         self.engine_batching = engine_batching
+        #: Whether it batches them continuously (a PagedAttention model), else in static batches.
+        self.engine_continuous = engine_continuous
         self._fallback_logged = False
         self._vocab_size = vocab_size
         self._model = model
@@ -237,7 +251,7 @@ class OnnxGenaiModel(LoadedModel):
         if self.engine_batching:
             from slmctl.backends.onnx_batch import OnnxEngineBatch
 
-            return OnnxEngineBatch(self, slots)
+            return OnnxEngineBatch(self, slots, continuous=self.engine_continuous)
         if not self._fallback_logged:
             self._fallback_logged = True
             log.info("this ONNX model's KV cache is not a shared past/present buffer "

@@ -16,6 +16,11 @@ through HTTP), and one that misses the next batch waits a whole batch. So a new 
 the batch that just drained, plus the requests that queued while it ran (the runner admits those at
 once). A lone client, whose batches hold one row, never waits.
 
+A PagedAttention model (``engine.dynamic_batching`` in its ``genai_config.json``: CUDA or WebGPU in 16
+bits; none runs on the CPU) takes the Engine's *dynamic* path instead, which batches continuously (and
+caches prompt prefixes): generations are admitted whenever fewer than ``slots`` run, and each
+``engine.run`` schedules whatever can progress; nothing waits for a drain or gathers.
+
 What the static Engine cannot do runs on the classic path inside the batch, one chunk per step, on the
 same thread: log-probabilities (the Engine exposes no logits) and seeded sampling (it refuses per-turn
 seeds). The Engine enforces its owner thread, so it is made by the first call that needs it (on the
@@ -65,8 +70,10 @@ class _Solo:
 class OnnxEngineBatch(Batch):
     """Up to ``slots`` generations of one ONNX GenAI model decoded together by ``og.Engine``."""
 
-    def __init__(self, model: Any, slots: int, *, gather_s: float = GATHER_S) -> None:
+    def __init__(self, model: Any, slots: int, *, gather_s: float = GATHER_S, continuous: bool = False) -> None:
         self._model, self.slots, self._gather = model, slots, gather_s
+        #: The Engine's dynamic path (continuous batching), else static batches (see the module docstring).
+        self.continuous = continuous
         self._og = model._og
         self._engine: Any = None
         self._buffer: Any = None
@@ -98,7 +105,7 @@ class OnnxEngineBatch(Batch):
         return len(self._rows) + len(self._solos)
 
     def free_slots(self) -> int:
-        if self._started:
+        if self._started:  # never on the dynamic path
             self._queued = True  # the runner asks only when a request waits
         if self._closed or self._started:
             return 0
@@ -169,7 +176,7 @@ class OnnxEngineBatch(Batch):
             self._step_solo(solo)
         if not self._rows:
             return
-        if not self._started:
+        if not self._started and not self.continuous:
             self._admitting_queued = False
             live = any(r.sink is not None for r in self._rows.values())
             if live and len(self._rows) < min(self._expected, self._capacity) \
@@ -191,6 +198,8 @@ class OnnxEngineBatch(Batch):
                 continue
             finished = bool(event.flags & flags.TURN_FINISHED)
             row.turn_done = row.turn_done or finished
+            if finished and event.usage is not None:  # the dynamic path's prefix cache counts its hits here
+                row.stream.stats.prompt_cached_count = int(event.usage.cached_prompt_tokens)
             if event.flags & flags.FAILED or (finished and event.finish_reason == reasons.FAILED):
                 if row.sink is not None:
                     self._end(row, OperationFailed(f"onnxruntime-genai failed the generation ({event.error_code})"))

@@ -260,7 +260,14 @@ class ThreadRunner(Runner):
             for job in [j for j in waiting if j.cancel.is_set()]:
                 waiting.remove(job)
                 job.sink.done(Stats(done_reason="cancel"))
-            while waiting and batch.free_slots() and not stopping:
+            while waiting and not stopping:
+                try:
+                    free = batch.free_slots()  # may start the runtime's batching engine, which may fail
+                except BaseException as error:  # noqa: BLE001 - told to the job that waits first
+                    waiting.popleft().sink.fail(error)
+                    continue
+                if not free:
+                    break
                 job = waiting.popleft()
                 try:
                     batch.add(job.request, job.sink, job.cancel)
