@@ -31,7 +31,11 @@ from slmctl.errors import ContextOverflow, OperationFailed
 
 #: A newly admitted prompt starts its prefill in a step only while that step holds fewer prompt tokens
 #: than this: newcomers that arrive together are prefilled one after another (short prompts packed
-#: together), so the first answers start after one prompt's prefill, not after all of them.
+#: together), so the first answers start after one prompt's prefill, not after all of them. Packing every
+#: prompt that fits in ``n_batch`` instead (llama-server's way; one 512-token prefill costs ~8 % less per
+#: token here than eight of 64) was measured through serve against llama-server, 8 / 4 clients of 64-token
+#: prompts: aggregate 0.98 / 0.98x instead of 0.96 / 0.98x, but time to first token 1.05 / 1.33x instead of
+#: 0.36 / 0.73x (requests reach the runner some ms apart, so a burst's first prompt has its step alone).
 PREFILL_START = 32
 
 #: Throwaway tokens worth spending to keep a step's batch one pass over the weights (see ``_fillers``).
