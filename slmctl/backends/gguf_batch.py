@@ -7,7 +7,7 @@ span all the sequences' cells: 8 streams decoded ~18 % slower). Each :meth:`Gguf
 ``llama_batch``: the pending token of every generating sequence first, then prompt chunks of newly
 admitted ones within what is left of ``n_batch`` (a long prompt is prefilled over several steps, so a
 newcomer delays the others' next token by at most one ``n_batch`` chunk; newcomers that arrive together
-start one after another, see :data:`PREFILL_START`), written in slot order with a throwaway token in a
+start a few at a time, see :data:`PREFILL_START`), written in slot order with a throwaway token in a
 short gap between slots (llama.cpp decodes a run of consecutive sequence ids in one pass over the
 weights, see ``_fillers``), then ``llama_decode`` once and one sample per sequence from its own
 sampler chain (its options and seed; a grammar checks the chosen token, see ``lazy_grammar``).
