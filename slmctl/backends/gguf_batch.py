@@ -33,13 +33,13 @@ from slmctl.errors import ContextOverflow, OperationFailed
 #: than this: newcomers that arrive together are prefilled a few at a time (short prompts packed up to
 #: about this many tokens, a long one alone, in its n_batch chunks), so the first answers of a burst start
 #: after a part of its prefill, not all of it, while prompt batches stay large enough to run efficiently
-#: (one 512-token prefill costs ~8 % less per token here than eight of 64, four of 64 ~3 % less). Measured
+#: (one 512-token prefill costs ~8 % less per token here than eight of 64, two of 64 ~2 % less). Measured
 #: through serve against llama-server (which packs every prompt that fits in n_batch), 4 / 8 clients of
-#: 64-token prompts, medians of 3 paired rounds: at 32, aggregate 0.98 / 0.96x and TTFT p50 0.73 / 0.36x;
-#: at 128, 0.99 / 0.97x and 0.86 / 0.64x; at 256, 1.00 / 1.00x and 0.99 / 0.81x; packing all (512), 0.98 /
-#: 0.98x and 1.33 / 1.05x (requests reach the runner some ms apart, so a burst's first prompt has a step
-#: of its own).
-PREFILL_START = 256
+#: 64-token prompts, medians of paired rounds: at 32, aggregate 0.98 / 0.96x and TTFT p50 0.73 / 0.36x;
+#: at 128, 0.99 / 0.97x and 0.86 / 0.64x; at 256, 0.99 / 0.98x but TTFT 0.99-1.25 / 0.81-0.88x; packing
+#: all (512), 0.98 / 0.98x and 1.33 / 1.05x (requests reach the runner some ms apart, so a burst's first
+#: prompt has a step of its own, and the rest wait for it and then for each other).
+PREFILL_START = 128
 
 #: Throwaway tokens worth spending to keep a step's batch one pass over the weights (see ``_fillers``).
 FILL_PER_PASS = 2
