@@ -169,7 +169,7 @@ class Gate:
         if self.log_prompts and op.prompt is not None:
             fields["prompt"] = op.prompt
         recorder = _Recorder(send, self.log_prompts and op.event in ("generate", "unload"),
-                             lambda rec: self._write(op.event or "", self._result(fields, rec)))
+                             lambda rec: self._write_kept(op.event or "", self._result(fields, rec)))
         try:
             await self.app(scope, receive, recorder)
         finally:
@@ -218,7 +218,13 @@ class Gate:
         except Exception as error:  # noqa: BLE001 - a full disk must not take the API down; say so loudly
             log.error("could not write the audit log: %s", error)
 
-    def _later(self, event: str | None, fields: dict[str, Any]) -> None:
+    async def _write_kept(self, event: str, fields: dict[str, Any]) -> None:
+        """Write ``event`` before going on, and even when the request is cancelled meanwhile (the client
+        closing its connection once it has the end of a stream): the line is written, and the server
+        waits for it when it stops."""
+        await asyncio.shield(self._later(event, fields))
+
+    def _later(self, event: str | None, fields: dict[str, Any]) -> asyncio.Future[Any]:
         """Write ``event`` (or flush the keys' last use) on a worker thread, even from a cancelled task."""
         def work() -> None:
             if event is None:
@@ -233,6 +239,7 @@ class Gate:
         future = asyncio.get_running_loop().run_in_executor(None, work)
         self._background.add(future)
         future.add_done_callback(self._background.discard)
+        return future
 
     def _lifespan(self, send: Any) -> Any:
         async def wrapped(message: dict[str, Any]) -> None:
