@@ -43,19 +43,37 @@ def _nvml_check(lib: Any, code: int, call: str) -> None:
     raise NvmlError(f"{call} returned NVML error {code}" + (f" ({text})" if text else ""))
 
 
+def _nvml_devices(lib: Any) -> list[tuple[int, ctypes.c_void_p]]:
+    """(index, handle) of every GPU an initialised NVML sees."""
+    count = ctypes.c_uint(0)
+    _nvml_check(lib, lib.nvmlDeviceGetCount_v2(ctypes.byref(count)), "nvmlDeviceGetCount_v2")
+    devices = []
+    for index in range(count.value):
+        handle = ctypes.c_void_p()
+        code = lib.nvmlDeviceGetHandleByIndex_v2(ctypes.c_uint(index), ctypes.byref(handle))
+        _nvml_check(lib, code, "nvmlDeviceGetHandleByIndex_v2")
+        devices.append((index, handle))
+    return devices
+
+
+def load_nvml(system: str, load_library: Any = ctypes.CDLL) -> Any | None:
+    """The NVML library under its usual names on ``system`` (not initialised); None where it is absent."""
+    for name in _NVML_NAMES.get(system, _NVML_DEFAULT):
+        try:
+            return load_library(name)
+        except OSError:
+            continue  # not installed under this name: try the next
+    return None
+
+
 def nvml_gpus(lib: Any) -> list[GpuInfo]:
     """NVIDIA GPUs from a loaded NVML library (ctypes semantics)."""
     _nvml_check(lib, lib.nvmlInit_v2(), "nvmlInit_v2")
     try:
         buf = ctypes.create_string_buffer(96)
         driver = buf.value.decode(errors="replace") if lib.nvmlSystemGetDriverVersion(buf, 96) == 0 else None
-        count = ctypes.c_uint(0)
-        _nvml_check(lib, lib.nvmlDeviceGetCount_v2(ctypes.byref(count)), "nvmlDeviceGetCount_v2")
         gpus = []
-        for index in range(count.value):
-            handle = ctypes.c_void_p()
-            code = lib.nvmlDeviceGetHandleByIndex_v2(ctypes.c_uint(index), ctypes.byref(handle))
-            _nvml_check(lib, code, "nvmlDeviceGetHandleByIndex_v2")
+        for index, handle in _nvml_devices(lib):
             name = buf.value.decode(errors="replace") if lib.nvmlDeviceGetName(handle, buf, 96) == 0 else UNKNOWN
             memory = _NvmlMemory()
             total = memory.total if lib.nvmlDeviceGetMemoryInfo(handle, ctypes.byref(memory)) == 0 else None
@@ -77,24 +95,14 @@ _NVML_VALUE_NOT_AVAILABLE = 2**64 - 1  # usedGpuMemory where the driver cannot t
 
 def open_nvml(system: str, load_library: Any = ctypes.CDLL) -> Any | None:
     """NVML loaded and initialised (the caller ends with ``nvmlShutdown``); None without a usable one."""
-    for name in _NVML_NAMES.get(system, _NVML_DEFAULT):
-        try:
-            lib = load_library(name)
-        except OSError:
-            continue
-        return lib if lib.nvmlInit_v2() == 0 else None
-    return None
+    lib = load_nvml(system, load_library)
+    return lib if lib is not None and lib.nvmlInit_v2() == 0 else None
 
 
 def nvml_process_memory(lib: Any, pid: int) -> int:
     """Device memory (bytes) compute process ``pid`` holds on all NVIDIA GPUs, from an initialised NVML."""
-    count = ctypes.c_uint(0)
-    _nvml_check(lib, lib.nvmlDeviceGetCount_v2(ctypes.byref(count)), "nvmlDeviceGetCount_v2")
     total = 0
-    for index in range(count.value):
-        handle = ctypes.c_void_p()
-        code = lib.nvmlDeviceGetHandleByIndex_v2(ctypes.c_uint(index), ctypes.byref(handle))
-        _nvml_check(lib, code, "nvmlDeviceGetHandleByIndex_v2")
+    for _, handle in _nvml_devices(lib):
         listed = ctypes.c_uint(0)
         code = lib.nvmlDeviceGetComputeRunningProcesses_v3(handle, ctypes.byref(listed), None)
         if code == 0:  # no compute process on this GPU
@@ -124,14 +132,8 @@ def parse_nvidia_smi(text: str) -> list[GpuInfo]:
 
 
 def _nvidia(host: Host, run: Runner, problems: list[str]) -> list[GpuInfo]:
-    lib = None
-    for name in _NVML_NAMES.get(host.system, _NVML_DEFAULT):
-        try:
-            lib = host.load_library(name)
-            break
-        except OSError:
-            continue  # not installed: try the next name, then nvidia-smi
-    if lib is not None:
+    lib = load_nvml(host.system, host.load_library)
+    if lib is not None:  # else nvidia-smi
         gpus = guarded(problems, "gpu/nvml", lambda: nvml_gpus(lib), None)
         if gpus is not None:
             return gpus
