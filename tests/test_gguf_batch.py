@@ -15,6 +15,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from slmctl.backends.base import ChatMessage, GenerateRequest
 from slmctl.backends.gguf import LlamaCppBackend, LlamaCppModel
@@ -221,6 +223,19 @@ def test_a_gap_between_slots_is_filled_with_a_token_removed_after_the_step(direc
     assert resumed.ended and not failures
 
 
+def test_no_throwaway_token_where_it_saves_no_pass(direct) -> None:
+    """Slot 0 prefills 10 prompt tokens, slot 2 decodes one: a token for slot 1 would not save a pass (slot
+    0's other tokens need a pass of their own anyway), so the step carries none."""
+    batch, failures = direct
+    admit(batch, failures, 2, 4, (7,))
+    admit(batch, failures, 0, 4, tuple(range(20, 30)))
+    batch.step()
+    assert [seq for seq, _, _ in written(batch)] == [0] * 10 + [2]
+    while batch.active:
+        batch.step()
+    assert not failures
+
+
 def test_newcomers_arriving_together_are_prefilled_one_after_another(tmp_path) -> None:
     """With room in ``n_batch`` for every prompt, a newcomer still starts only while the step holds fewer
     than ``PREFILL_START`` prompt tokens: the first answer starts after one prefill, short prompts pack."""
@@ -245,3 +260,87 @@ def test_newcomers_arriving_together_are_prefilled_one_after_another(tmp_path) -
     finally:
         batch.close()
         loaded.close()
+
+
+def test_greedy_decoding_picks_the_tokens_of_llama_cpps_own_greedy_sampler(tmp_path, model: LlamaCppModel,
+                                                                            runner: ThreadRunner) -> None:
+    """A greedy request without penalties skips llama.cpp's sampler chain (its highest logit is taken in
+    the step); its answer is the one llama-cpp-python's own generation gives, penalties off or on."""
+    path = write_tiny_gguf(tmp_path / "tiny.gguf", TinyGGUFSpec(eos_reachable=True, context_length=2048))
+    plain = LlamaCppBackend().load(path, LoadOptions(num_ctx=1024, num_thread=1, num_batch=32))
+    try:
+        for text, options in ((PROMPTS[1], {}), (PROMPTS[3], {}), (PROMPTS[1], {"repeat_penalty": 1.5})):
+            batched = runner.submit(request(text, **options))
+            assert batched.complete() == plain.generate(request(text, **options)).complete()
+            assert batched.stats.eval_count > 4
+    finally:
+        plain.close()
+
+
+def test_a_stranger_takes_the_least_recently_used_slot_not_a_cache_it_barely_shares(direct) -> None:
+    """Slots 0-3 cache prompts 0-3 (ended in that order). A prompt sharing nothing, or only its first
+    token, with them takes the least recently used slot, keeping the other caches; one sharing most of a
+    cache still goes back to it, whatever its age."""
+    batch, failures = direct
+    stranger = (55,) * 12
+    admit_tokens = [stranger, (130,) + stranger, tuple(100 + 30 + k for k in range(6)) + (7, 8)]
+    for tokens in admit_tokens:
+        batch.add(GenerateRequest(SamplingOptions(temperature=0, num_predict=1), tokens=tokens), Sink(failures),
+                  threading.Event())
+    assert [(s.slot, s.fed) for s in batch._running.values()] == [(0, 0), (1, 0), (3, 6)]
+    while batch.active:
+        batch.step()
+    assert batch._cache[2][:6] == [120 + k for k in range(6)] and not failures
+
+
+@pytest.fixture(scope="module")
+def counted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[object, list[int]]]:
+    """A llama.cpp context as a 4-slot batch makes one (a KV stream per sequence, ``n_ubatch`` 16), with a
+    counter of the graphs it computes: one per pass over the weights."""
+    import ctypes
+
+    import llama_cpp
+    from llama_cpp._ggml import libggml
+
+    libggml.ggml_get_name.restype, libggml.ggml_get_name.argtypes = ctypes.c_char_p, [ctypes.c_void_p]
+    path = write_tiny_gguf(tmp_path_factory.mktemp("passes") / "tiny.gguf", TinyGGUFSpec(context_length=2048))
+    loaded = LlamaCppBackend().load(path, LoadOptions(num_ctx=256, num_thread=1), slots=1)
+    graphs = [0]
+
+    @llama_cpp.ggml_backend_sched_eval_callback
+    def seen(tensor: int, ask: bool, _: int) -> bool:
+        if ask and libggml.ggml_get_name(tensor) == b"attn_norm-0":  # the first layer's first node
+            graphs[0] += 1
+        return False
+
+    params = llama_cpp.llama_context_default_params()
+    params.n_ctx, params.n_seq_max, params.kv_unified = 256 * 4, 4, False
+    params.n_batch, params.n_ubatch, params.n_threads, params.n_threads_batch = 64, 16, 1, 1
+    params.cb_eval = seen
+    ctx = llama_cpp.llama_init_from_model(loaded._llm._model.model, params)
+    batch = llama_cpp.llama_batch_init(64, 0, 1)
+    try:
+        yield (llama_cpp, ctx, batch), graphs
+    finally:
+        llama_cpp.llama_batch_free(batch)
+        llama_cpp.llama_free(ctx)
+        loaded.close()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.dictionaries(st.integers(0, 3), st.integers(1, 16), min_size=1).filter(lambda d: sum(d.values()) <= 64))
+def test_passes_counts_the_passes_llama_cpp_makes_over_a_batch(counted, tokens_by_slot: dict[int, int]) -> None:
+    """``passes`` (which decides where a throwaway token keeps a step whole) against llama.cpp itself."""
+    from slmctl.backends.gguf_batch import passes
+
+    (lib, ctx, batch), graphs = counted
+    lib.llama_memory_clear(lib.llama_get_memory(ctx), True)
+    n = 0
+    for slot in sorted(tokens_by_slot):
+        for k in range(tokens_by_slot[slot]):
+            batch.token[n], batch.pos[n], batch.n_seq_id[n] = 5, k, 1
+            batch.seq_id[n][0], batch.logits[n] = slot, int(k == tokens_by_slot[slot] - 1)
+            n += 1
+    batch.n_tokens, graphs[0] = n, 0
+    assert lib.llama_decode(ctx, batch) == 0
+    assert passes(tokens_by_slot, 16) == graphs[0]

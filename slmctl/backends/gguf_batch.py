@@ -13,17 +13,21 @@ weights, see ``_fillers``), then ``llama_decode`` once and one sample per sequen
 sampler chain (its options and seed; a grammar checks the chosen token, see ``lazy_grammar``).
 A finished or cancelled sequence frees its slot at once; its KV entries stay as a cache, and a later
 prompt that starts the same way (a system prompt, a chat history plus one message) reuses them
-(``prompt_cached_count``).
+(``prompt_cached_count``); a prompt that shares next to nothing with any cache takes the least recently
+used slot, so it does not throw away a conversation that its user may continue (see ``_pick_slot``).
 One thread drives a batch (the runner's worker); no llama.cpp call here happens on any other.
 """
 
 from __future__ import annotations
 
 import codecs
+import itertools
 import random
 import threading
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from slmctl.backends.base import Batch, GenerateRequest, Sink, Stats
 from slmctl.backends.tokenloop import TextStream, score_token
@@ -41,8 +45,13 @@ from slmctl.errors import ContextOverflow, OperationFailed
 #: prompt has a step of its own, and the rest wait for it and then for each other).
 PREFILL_START = 128
 
-#: Throwaway tokens worth spending to keep a step's batch one pass over the weights (see ``_fillers``).
+#: Throwaway tokens worth spending to save one pass over the weights in a step (see ``_fillers``).
 FILL_PER_PASS = 2
+
+#: A free slot's cache serves a prompt only when they share more than this fraction of the prompt (as
+#: llama-server's ``--slot-prompt-similarity``): a few tokens in common (a BOS, a chat template's first
+#: tokens) save next to nothing, while taking that slot throws away the rest of its cache.
+REUSE_SHARE = 0.1
 
 
 @dataclass
@@ -53,6 +62,8 @@ class _Sequence:
     cancel: threading.Event
     prompt: list[int]
     stream: TextStream
+    #: The request's llama.cpp sampler chain; None for greedy decoding with nothing to penalize, which takes
+    #: the highest logit itself (llama.cpp's sampling copies every logit first: ~0.1 ms a token here).
     sampler: Any
     #: The tokens whose KV entries this sequence holds (prompt first, then the decoded answer).
     cached: list[int] = field(default_factory=list)
@@ -73,6 +84,28 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     while i < n and a[i] == b[i]:
         i += 1
     return i
+
+
+def passes(tokens_by_slot: dict[int, int], n_ubatch: int) -> int:
+    """How many passes over the weights llama.cpp makes to decode a batch holding ``tokens_by_slot[s]``
+    tokens of sequence ``s``, written in slot order, with a KV stream per sequence: it splits the batch
+    (``split_equal``, sequential) into micro-batches of one run of consecutive sequence ids, as many tokens
+    of each as the one with fewest left has (and ``n_ubatch`` allows), until every token is decoded."""
+    left = dict(sorted(tokens_by_slot.items()))
+    count = 0
+    while any(left.values()):
+        run: list[int] = []
+        for slot, n in left.items():
+            if not n:
+                continue
+            if run and slot != run[-1] + 1:
+                break
+            run.append(slot)
+        take = min(min(left[slot] for slot in run), max(1, n_ubatch // len(run)))
+        for slot in run:
+            left[slot] -= take
+        count += 1
+    return count
 
 
 class GgufBatch(Batch):
@@ -102,6 +135,9 @@ class GgufBatch(Batch):
         self._filler_token = max(0, llama_cpp.llama_vocab_bos(self._vocab))
         self._n_vocab = llm.n_vocab()
         self._cache: dict[int, list[int]] = {slot: [] for slot in range(slots)}
+        #: When each slot's last sequence ended (a rising count; 0: never).
+        self._used: dict[int, int] = dict.fromkeys(range(slots), 0)
+        self._clock = itertools.count(1)
         self._running: dict[int, _Sequence] = {}
         self._scoring = -1  # the batch index of the token being sampled (read by log-probability scoring)
         self._closed = False
@@ -146,7 +182,8 @@ class GgufBatch(Batch):
         try:
             grammar = self._grammar(request, chain)
         except BaseException:
-            chain.close()
+            if chain is not None:
+                chain.close()
             raise
         sequence = _Sequence(slot, request, sink, cancel, prompt, self._text_stream(request, limit, stats),
                              chain, cached=prompt[:reused], fed=reused,
@@ -156,19 +193,25 @@ class GgufBatch(Batch):
             self._finish(sequence)
 
     def _pick_slot(self, prompt: list[int]) -> tuple[int, int]:
-        """The free slot whose cached tokens share the longest prefix with ``prompt``, and how many of
-        them to keep (at least the prompt's last token is decoded again, for its logits)."""
+        """The free slot for ``prompt``, and how many of its cached tokens to keep (at least the prompt's
+        last token is decoded again, for its logits): the one sharing the longest prefix with it, of those
+        sharing more than :data:`REUSE_SHARE` of it (ties: the least recently used); else the least recently
+        used slot, an empty one first. Every prompt shares a few first tokens with every cache, and taking
+        a slot for those would throw away, say, a chat history whose next turn comes a moment later."""
         free = [s for s in range(self.slots) if s not in self._running]
-        best = max(free, key=lambda s: (common_prefix(self._cache[s], prompt), -len(self._cache[s])))
-        return best, min(common_prefix(self._cache[best], prompt), len(prompt) - 1)
+        shared = {s: min(common_prefix(self._cache[s], prompt), len(prompt) - 1) for s in free}
+        worth = [s for s in free if shared[s] > REUSE_SHARE * len(prompt)]
+        if worth:
+            best = max(worth, key=lambda s: (shared[s], -self._used[s]))
+        else:
+            best = min(free, key=lambda s: (bool(self._cache[s]), self._used[s]))
+        return best, shared[best]
 
     def _text_stream(self, request: GenerateRequest, limit: int, stats: Stats) -> TextStream:
         llm, is_eog, vocab = self._model._llm, self._lib.llama_vocab_is_eog, self._vocab
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         score = None
         if request.logprobs is not None:
-            import numpy as np
-
             top, n_vocab = request.logprobs, self._n_vocab
             lib, ctx = self._lib, self._ctx
 
@@ -196,12 +239,19 @@ class GgufBatch(Batch):
 
     def _sampler(self, request: GenerateRequest) -> Any:
         """A sampler chain of the request's own: penalties, then greedy or top-k/typical/top-p/min-p/
-        temperature/dist with the request's seed (the order llama-cpp-python uses); a grammar is apart."""
+        temperature/dist with the request's seed (the order llama-cpp-python uses); a grammar is apart.
+        None for greedy decoding without a grammar or a penalty (llama.cpp's penalties are off at
+        ``repeat_penalty`` 1 with no frequency or presence penalty, or over no recent tokens): the step
+        then takes the highest logit itself, the token llama.cpp's greedy sampler picks (the first one)."""
         from llama_cpp._internals import LlamaSampler
 
         options = request.options
-        chain = LlamaSampler()
         last_n = self._context if options.repeat_last_n < 0 else options.repeat_last_n
+        no_penalty = last_n == 0 or (options.repeat_penalty == 1 and options.frequency_penalty == 0
+                                     and options.presence_penalty == 0)
+        if options.temperature <= 0 and no_penalty and request.json_format is None:
+            return None
+        chain = LlamaSampler()
         chain.add_penalties(self._n_vocab, last_n, options.repeat_penalty, options.frequency_penalty,
                             options.presence_penalty)
         seed = options.seed if options.seed >= 0 else random.randrange(2**31)
@@ -295,16 +345,20 @@ class GgufBatch(Batch):
         if len(fed) < 2:
             return {}
         gaps = [slot for slot in range(fed[0], fed[-1] + 1) if slot not in feeds]
-        passes_saved = sum(1 for a, b in zip(fed, fed[1:]) if b > a + 1)
-        if not gaps or len(gaps) > FILL_PER_PASS * passes_saved \
-                or sum(feeds.values()) + len(gaps) > self._n_batch:
+        if not gaps or sum(feeds.values()) + len(gaps) > self._n_batch:
+            return {}
+        saved = passes(feeds, self._n_batch) - passes({**feeds, **dict.fromkeys(gaps, 1)}, self._n_batch)
+        if len(gaps) > FILL_PER_PASS * saved:  # e.g. no pass saved: a prompt chunk has passes of its own
             return {}
         return {slot: len(self._running[slot].cached) if slot in self._running else len(self._cache[slot])
                 for slot in gaps}
 
     def _sample(self, sequence: _Sequence) -> None:
         self._scoring = sequence.index
-        if sequence.grammar is None:
+        if sequence.sampler is None:
+            logits = self._lib.llama_get_logits_ith(self._ctx, sequence.index)
+            token = int(np.argmax(np.ctypeslib.as_array(logits, shape=(self._n_vocab,))))
+        elif sequence.grammar is None:
             token = self._lib.llama_sampler_sample(sequence.sampler.sampler, self._ctx, sequence.index)
         else:  # the grammar alone lets invalid UTF-8 through: the guard masks what would break it
             token = sequence.grammar.sample(self._ctx, sequence.index, sequence.utf8)
@@ -324,7 +378,11 @@ class GgufBatch(Batch):
     def _finish(self, sequence: _Sequence, error: BaseException | None = None) -> None:
         del self._running[sequence.slot]
         self._cache[sequence.slot] = sequence.cached
-        (sequence.grammar or sequence.sampler).close()  # a grammar closes its chain too
+        self._used[sequence.slot] = next(self._clock)
+        if sequence.grammar is not None:
+            sequence.grammar.close()  # with its chain
+        elif sequence.sampler is not None:
+            sequence.sampler.close()
         if error is not None:
             self._lib.llama_memory_seq_rm(self._mem, sequence.slot, -1, -1)
             self._cache[sequence.slot] = []
