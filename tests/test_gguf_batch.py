@@ -344,3 +344,33 @@ def test_passes_counts_the_passes_llama_cpp_makes_over_a_batch(counted, tokens_b
     batch.n_tokens, graphs[0] = n, 0
     assert lib.llama_decode(ctx, batch) == 0
     assert passes(tokens_by_slot, 16) == graphs[0]
+
+
+def test_a_runner_process_sends_what_a_step_produced_as_one_message(model: LlamaCppModel) -> None:
+    """In a runner process, the chunks (and ends) that one batch step produced go to the server as one
+    message, one write and one wake-up of its event loop per step instead of one per sequence; unpacked,
+    every request's messages are its solo answer, in order, then its end."""
+    from slmctl.engine.runner_process import Outbox, PipeSink
+
+    sent: list[tuple] = []
+    outbox = Outbox(sent.append)
+    batched = ThreadRunner(model, name="tiny", slots=4, on_step=outbox.flush)
+    try:
+        texts = [alone(batched, text) for text in PROMPTS[:3]]
+        assert not sent  # a request read in this process is not the outbox's
+        cancels: dict[int, threading.Event] = {}
+        for ident, text in enumerate(PROMPTS[:3]):
+            batched.start(request(text), PipeSink(outbox.hold, ident, cancels), threading.Event())
+        unpacked: list[tuple] = []
+        deadline = time.monotonic() + 60
+        while sum(m[0] == "done" for m in unpacked) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+            unpacked = [m for message in list(sent) for m in (message[1] if message[0] == "batch" else [message])]
+        for ident, text in enumerate(texts):
+            mine = [m for m in unpacked if m[1] == ident]
+            assert "".join(m[2] for m in mine[:-1] if m[0] == "chunk") == text
+            assert [m[0] for m in mine].count("done") == 1 and mine[-1][0] == "done"
+        assert any(m[0] == "batch" and len({each[1] for each in m[1]}) == 3 for m in sent)
+        assert len(sent) < len(unpacked)
+    finally:
+        batched.close(free_model=False)

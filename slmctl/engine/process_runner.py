@@ -4,7 +4,8 @@ The child (:mod:`slmctl.engine.runner_process`) is started with ``python -m`` an
 socket pair; both ends speak :mod:`multiprocessing.connection` messages (pickled tuples). The parent
 sends ``("load", plan, slots)``, then ``("generate", id, request)``, ``("cancel", id)``, ``("call", id, method,
 args)`` and ``("close",)``; the child answers ``("loaded", info)`` or ``("failed", error)``, then
-``("chunk", id, text)``, ``("done", id, stats)``, ``("error", id, error)`` and ``("result", id, value)``.
+``("chunk", id, text)``, ``("done", id, stats)``, ``("error", id, error)`` and ``("result", id, value)``;
+``("batch", [message, ...])`` carries what one step of a batch produced, in order.
 A reader thread (or, in ``serve``, the event loop itself) dispatches the child's messages to each
 request's sink (a :class:`~slmctl.engine.runner.Channel`, or the server's relay).
 When the child dies (segfault, ``kill -9``, out of memory), every request in flight fails with
@@ -157,10 +158,10 @@ class ProcessRunner(Runner):
         self._died()
 
     def _readable(self) -> None:
-        """On the event loop, when the socket has data: every message that has arrived."""
+        """On the event loop, when the socket has data: one message (the loop calls again while more are
+        waiting; asking the connection whether more are there cost more than the message itself)."""
         try:
-            while self._conn.poll():
-                self._dispatch(self._conn.recv())
+            self._dispatch(self._conn.recv())
         except (EOFError, OSError, ValueError):
             assert self._loop is not None
             self._loop.remove_reader(self._fd)
@@ -168,7 +169,10 @@ class ProcessRunner(Runner):
 
     def _dispatch(self, message: tuple[Any, ...]) -> None:
         kind, ident = message[0], message[1]
-        if kind == "chunk":
+        if kind == "batch":
+            for each in ident:
+                self._dispatch(each)
+        elif kind == "chunk":
             channel = self._channels.get(ident)
             if channel is not None:
                 channel.chunk(message[2])

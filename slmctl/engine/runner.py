@@ -172,11 +172,17 @@ class ThreadRunner(Runner):
 
     The worker also makes the batch (its context and warm-up decodes): the thread that first decodes on a
     llama.cpp context owns the OpenMP thread team its decodes use, and a team made by another thread left
-    ~6 % of the CPU idle between steps (1.88 of 2 cores busy instead of 2.00, and as much less speed)."""
+    ~6 % of the CPU idle between steps (1.88 of 2 cores busy instead of 2.00, and as much less speed).
 
-    def __init__(self, model: LoadedModel, *, name: str = "model", slots: int | None = None) -> None:
+    ``on_step`` (batching only) is called by the worker each time round its loop (after a step, before it
+    waits for work, and once it stops): what the sinks were told since the last call may go out together.
+    """
+
+    def __init__(self, model: LoadedModel, *, name: str = "model", slots: int | None = None,
+                 on_step: Callable[[], None] | None = None) -> None:
         super().__init__()
         self.model = model
+        self._on_step = on_step or (lambda: None)
         self.info = model.info
         #: Decodes several jobs together (None: one job at a time); made by the worker.
         self.batch: Batch | None = None
@@ -278,10 +284,12 @@ class ThreadRunner(Runner):
                     batch.step()
                 except BaseException as error:  # noqa: BLE001 - a failed step ends its generations
                     batch.fail_all(error)
+            self._on_step()
         error = RunnerCrashed("this model was unloaded", "try again: the next request loads it")
         for job in waiting:
             job.sink.fail(error)
         batch.close()
+        self._on_step()
 
     def close(self, *, free_model: bool = True) -> None:
         """Stop the worker (jobs still queued fail) and free the model, unless ``free_model`` is False

@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import Any
@@ -25,6 +26,28 @@ from slmctl.engine.runner import ThreadRunner
 
 #: Threads running model calls (embed, tokenize, ...) side by side.
 CALL_THREADS = 16
+
+
+class Outbox:
+    """A batch step's messages to the parent, sent as one: the worker tells each sequence's sink its chunk
+    (and the ends) during a step and calls :meth:`flush` after it, so the parent gets one message, one
+    write and one wake-up per step however many sequences decode (each costs the server's event loop
+    more than its content does)."""
+
+    def __init__(self, send: Callable[[tuple[Any, ...]], None]) -> None:
+        self._send = send
+        self._held: list[tuple[Any, ...]] = []
+
+    def hold(self, message: tuple[Any, ...]) -> None:
+        """Keep ``message`` for the next flush (the worker's thread only)."""
+        self._held.append(message)
+
+    def flush(self) -> None:
+        held, self._held = self._held, []
+        if len(held) == 1:
+            self._send(held[0])
+        elif held:
+            self._send(("batch", held))
 
 
 class PipeSink:
@@ -59,7 +82,9 @@ def serve(conn: Connection) -> None:
         send(("failed", encode_error(error)))
         return
     send(("loaded", model.info))
-    runner = ThreadRunner(model, name=plan.model, slots=slots)
+    outbox = Outbox(send)
+    runner = ThreadRunner(model, name=plan.model, slots=slots, on_step=outbox.flush)
+    post = outbox.hold if runner.batch is not None else send  # one job at a time: each chunk at once
     cancels: dict[int, threading.Event] = {}
     # Enough threads that concurrent embed calls meet in the runner's EmbedCoalescer.
     pool = ThreadPoolExecutor(max_workers=CALL_THREADS, thread_name_prefix="runner-call")
@@ -79,7 +104,7 @@ def serve(conn: Connection) -> None:
         if kind == "generate":
             ident, request = message[1], message[2]
             cancels[ident] = event = threading.Event()
-            runner.start(request, PipeSink(send, ident, cancels), event)
+            runner.start(request, PipeSink(post, ident, cancels), event)
         elif kind == "cancel":
             event = cancels.get(message[1])
             if event is not None:
