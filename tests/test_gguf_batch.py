@@ -374,3 +374,33 @@ def test_a_runner_process_sends_what_a_step_produced_as_one_message(model: Llama
         assert len(sent) < len(unpacked)
     finally:
         batched.close(free_model=False)
+
+
+def test_a_refusal_at_admission_is_not_held_back_until_the_next_step_ends(model: LlamaCppModel) -> None:
+    """A request refused when admitted (its prompt overflows the context) hears so at once, in a message of
+    its own, not bundled with the chunks of the step that follows (a long prefill step can take seconds)."""
+    from slmctl.engine.runner_process import Outbox, PipeSink
+
+    sent: list[tuple] = []
+    outbox = Outbox(sent.append)
+    batched = ThreadRunner(model, name="tiny", slots=4, on_step=outbox.flush)
+    long_answer, cancels = threading.Event(), {}
+    try:
+        endless = GenerateRequest(SamplingOptions(temperature=0, num_predict=900), ignore_eos=True,
+                                  messages=(ChatMessage("user", "hello"),))
+        batched.start(endless, PipeSink(outbox.hold, 1, cancels), long_answer)
+        deadline = time.monotonic() + 60
+        while len(sent) < 3 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        batched.start(request("word " * 3000), PipeSink(outbox.hold, 2, cancels), threading.Event())
+        def tells_the_refusal(message: tuple) -> bool:
+            return message[0] == "error" or (message[0] == "batch" and any(m[0] == "error" for m in message[1]))
+
+        while not any(map(tells_the_refusal, sent)):
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        refusal = next(filter(tells_the_refusal, sent))
+        assert refusal[0] == "error" and refusal[1] == 2
+    finally:
+        long_answer.set()
+        batched.close(free_model=False)

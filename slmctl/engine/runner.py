@@ -174,8 +174,8 @@ class ThreadRunner(Runner):
     llama.cpp context owns the OpenMP thread team its decodes use, and a team made by another thread left
     ~6 % of the CPU idle between steps (1.88 of 2 cores busy instead of 2.00, and as much less speed).
 
-    ``on_step`` (batching only) is called by the worker each time round its loop (after a step, before it
-    waits for work, and once it stops): what the sinks were told since the last call may go out together.
+    ``on_step`` (batching only) is called by the worker after it admitted jobs, after each step and once
+    it stops: what the sinks were told since the last call may go out together.
     """
 
     def __init__(self, model: LoadedModel, *, name: str = "model", slots: int | None = None,
@@ -279,6 +279,7 @@ class ThreadRunner(Runner):
                     batch.add(job.request, job.sink, job.cancel)
                 except BaseException as error:  # noqa: BLE001 - this job's failure, told to its reader
                     job.sink.fail(error)
+            self._on_step()  # what admission told (a refusal, a cancel) goes before a step's wait
             if batch.active and not stopping:
                 try:
                     batch.step()
