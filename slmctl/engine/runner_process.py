@@ -3,9 +3,10 @@
 It loads one :class:`~slmctl.engine.loader.LoadPlan`, then serves the parent's messages (the
 vocabulary is documented in :mod:`slmctl.engine.process_runner`) with a
 :class:`~slmctl.engine.runner.ThreadRunner` (batching ``slots`` generations where the model can): the
-main thread reads messages and sets cancel events, the runner's worker generates, and other calls
-(embed, tokenize) run on a small thread pool. It exits when
-the parent says ``close`` or goes away (the socket closes), so a runner never outlives its server.
+main thread reads messages and sets cancel events, the runner's worker generates (what a batch step
+produced goes to the parent as one message, see :class:`Outbox`), and other calls (embed, tokenize) run
+on a small thread pool. It exits when the parent says ``close`` or goes away (the socket closes), so a
+runner never outlives its server.
 """
 
 from __future__ import annotations
