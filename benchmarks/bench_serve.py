@@ -76,6 +76,9 @@ Run:  .venv/bin/python benchmarks/bench_serve.py [--repetitions 5] [--prompt-tok
       [--threads T] [--rounds 2] [--interleave] [--sides a,b] [--quick] [--llama-server PATH] [--json]
 Not part of the test suite; ~7 minutes with the defaults here (2 cores, 11 sides) once llama-server is
 built, about 2 with ``--quick`` (1 round, 3 requests of 64 tokens per side, interleaved).
+
+Concurrent streams (the batching benchmark) are ``bench_streams.py``; ``--clients 1,4,8`` here runs it
+with the options it takes (``--rounds``, ``--requests``, ``--tokens``, ...).
 """
 
 from __future__ import annotations
@@ -131,6 +134,9 @@ def parse_args() -> argparse.Namespace:
                    help="where the built llama-server is kept [default: %(default)s]")
     p.add_argument("--build-only", action="store_true", help="build (or find) llama-server and the models, then exit")
     p.add_argument("--json", action="store_true", help="print the results as JSON (progress goes to stderr)")
+    p.add_argument("--clients", metavar="N,N,...",
+                   help="N concurrent streams instead of one client: runs bench_streams.py (slmctl serve --parallel N "
+                        "against llama-server -np N) with the options it takes, e.g. --clients 1,4,8 --rounds 3")
     args = p.parse_args()
     if args.quick:  # other defaults; what the command line gives still wins
         p.set_defaults(**QUICK)
@@ -153,6 +159,11 @@ def create(env: dict[str, str], tmp: Path, name: str, base: str, params: dict[st
 
 
 def main() -> None:
+    if any(arg == "--clients" or arg.startswith("--clients=") for arg in sys.argv[1:]):
+        import bench_streams  # N concurrent streams: the batching benchmark, with its own options
+
+        bench_streams.main()
+        return
     args = parse_args()
     remove_home_on_sigterm()
     progress = sys.stderr if args.json else sys.stdout
