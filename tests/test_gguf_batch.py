@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -346,61 +346,60 @@ def test_passes_counts_the_passes_llama_cpp_makes_over_a_batch(counted, tokens_b
     assert passes(tokens_by_slot, 16) == graphs[0]
 
 
-def test_a_runner_process_sends_what_a_step_produced_as_one_message(model: LlamaCppModel) -> None:
+@pytest.fixture
+def outboxed(model: LlamaCppModel) -> Iterator[tuple[ThreadRunner, Callable[..., object], list[tuple]]]:
+    """A batching runner as a runner process drives it: the runner, a sink maker whose messages go through
+    the process's :class:`Outbox`, and the messages the parent would have received."""
+    from slmctl.engine.runner_process import Outbox, PipeSink
+
+    sent: list[tuple] = []
+    outbox = Outbox(sent.append)
+    batched = ThreadRunner(model, name="tiny", slots=4, on_step=outbox.flush)
+    cancels: dict[int, threading.Event] = {}
+    yield batched, lambda ident: PipeSink(outbox.hold, ident, cancels), sent
+    batched.close(free_model=False)  # what still runs ends with "the model was unloaded"
+
+
+def unpack(sent: list[tuple]) -> list[tuple]:
+    """The messages a parent received, each step's batch unpacked."""
+    return [m for message in list(sent) for m in (message[1] if message[0] == "batch" else [message])]
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+
+
+def test_a_runner_process_sends_what_a_step_produced_as_one_message(outboxed) -> None:
     """In a runner process, the chunks (and ends) that one batch step produced go to the server as one
     message, one write and one wake-up of its event loop per step instead of one per sequence; unpacked,
     every request's messages are its solo answer, in order, then its end."""
-    from slmctl.engine.runner_process import Outbox, PipeSink
-
-    sent: list[tuple] = []
-    outbox = Outbox(sent.append)
-    batched = ThreadRunner(model, name="tiny", slots=4, on_step=outbox.flush)
-    try:
-        texts = [alone(batched, text) for text in PROMPTS[:3]]
-        assert not sent  # a request read in this process is not the outbox's
-        cancels: dict[int, threading.Event] = {}
-        for ident, text in enumerate(PROMPTS[:3]):
-            batched.start(request(text), PipeSink(outbox.hold, ident, cancels), threading.Event())
-        unpacked: list[tuple] = []
-        deadline = time.monotonic() + 60
-        while sum(m[0] == "done" for m in unpacked) < 3 and time.monotonic() < deadline:
-            time.sleep(0.01)
-            unpacked = [m for message in list(sent) for m in (message[1] if message[0] == "batch" else [message])]
-        for ident, text in enumerate(texts):
-            mine = [m for m in unpacked if m[1] == ident]
-            assert "".join(m[2] for m in mine[:-1] if m[0] == "chunk") == text
-            assert [m[0] for m in mine].count("done") == 1 and mine[-1][0] == "done"
-        assert any(m[0] == "batch" and len({each[1] for each in m[1]}) == 3 for m in sent)
-        assert len(sent) < len(unpacked)
-    finally:
-        batched.close(free_model=False)
+    batched, sink, sent = outboxed
+    texts = [alone(batched, text) for text in PROMPTS[:3]]
+    assert not sent  # a request read in this process is not the outbox's
+    for ident, text in enumerate(PROMPTS[:3]):
+        batched.start(request(text), sink(ident), threading.Event())
+    wait_for(lambda: sum(m[0] == "done" for m in unpack(sent)) == 3)
+    unpacked = unpack(sent)
+    for ident, text in enumerate(texts):
+        mine = [m for m in unpacked if m[1] == ident]
+        assert "".join(m[2] for m in mine[:-1] if m[0] == "chunk") == text
+        assert [m[0] for m in mine].count("done") == 1 and mine[-1][0] == "done"
+    assert any(m[0] == "batch" and len({each[1] for each in m[1]}) == 3 for m in sent)
+    assert len(sent) < len(unpacked)
 
 
-def test_a_refusal_at_admission_is_not_held_back_until_the_next_step_ends(model: LlamaCppModel) -> None:
+def test_a_refusal_at_admission_is_not_held_back_until_the_next_step_ends(outboxed) -> None:
     """A request refused when admitted (its prompt overflows the context) hears so at once, in a message of
     its own, not bundled with the chunks of the step that follows (a long prefill step can take seconds)."""
-    from slmctl.engine.runner_process import Outbox, PipeSink
-
-    sent: list[tuple] = []
-    outbox = Outbox(sent.append)
-    batched = ThreadRunner(model, name="tiny", slots=4, on_step=outbox.flush)
-    long_answer, cancels = threading.Event(), {}
-    try:
-        endless = GenerateRequest(SamplingOptions(temperature=0, num_predict=900), ignore_eos=True,
-                                  messages=(ChatMessage("user", "hello"),))
-        batched.start(endless, PipeSink(outbox.hold, 1, cancels), long_answer)
-        deadline = time.monotonic() + 60
-        while len(sent) < 3 and time.monotonic() < deadline:
-            time.sleep(0.005)
-        batched.start(request("word " * 3000), PipeSink(outbox.hold, 2, cancels), threading.Event())
-        def tells_the_refusal(message: tuple) -> bool:
-            return message[0] == "error" or (message[0] == "batch" and any(m[0] == "error" for m in message[1]))
-
-        while not any(map(tells_the_refusal, sent)):
-            assert time.monotonic() < deadline
-            time.sleep(0.005)
-        refusal = next(filter(tells_the_refusal, sent))
-        assert refusal[0] == "error" and refusal[1] == 2
-    finally:
-        long_answer.set()
-        batched.close(free_model=False)
+    batched, sink, sent = outboxed
+    endless = GenerateRequest(SamplingOptions(temperature=0, num_predict=900), ignore_eos=True,
+                              messages=(ChatMessage("user", "hello"),))
+    batched.start(endless, sink(1), threading.Event())
+    wait_for(lambda: len(sent) >= 3)
+    batched.start(request("word " * 3000), sink(2), threading.Event())
+    wait_for(lambda: any(m[0] == "error" for m in unpack(sent)))
+    refusal = next(message for message in list(sent) if any(m[0] == "error" for m in unpack([message])))
+    assert refusal[0] == "error" and refusal[1] == 2

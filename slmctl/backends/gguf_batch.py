@@ -10,7 +10,8 @@ newcomer delays the others' next token by at most one ``n_batch`` chunk; newcome
 start a few at a time, see :data:`PREFILL_START`), written in slot order with a throwaway token in a
 short gap between slots (llama.cpp decodes a run of consecutive sequence ids in one pass over the
 weights, see ``_fillers``), then ``llama_decode`` once and one sample per sequence from its own
-sampler chain (its options and seed; a grammar checks the chosen token, see ``lazy_grammar``).
+sampler chain (its options and seed; a grammar checks the chosen token, see ``lazy_grammar``; what
+each request brings is built in ``gguf_batch_request``).
 A finished or cancelled sequence frees its slot at once; its KV entries stay as a cache, and a later
 prompt that starts the same way (a system prompt, a chat history plus one message) reuses them
 (``prompt_cached_count``); a prompt that shares next to nothing with any cache takes the least recently
@@ -20,9 +21,7 @@ One thread drives a batch (the runner's worker); no llama.cpp call here happens 
 
 from __future__ import annotations
 
-import codecs
 import itertools
-import random
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +29,8 @@ from typing import Any
 import numpy as np
 
 from slmctl.backends.base import Batch, GenerateRequest, Sink, Stats
-from slmctl.backends.tokenloop import TextStream, score_token
+from slmctl.backends.gguf_batch_request import json_grammar, sampler_chain, text_stream
+from slmctl.backends.tokenloop import TextStream
 from slmctl.errors import ContextOverflow, OperationFailed
 
 #: A newly admitted prompt starts its prefill in a step only while that step holds fewer prompt tokens
@@ -178,15 +178,16 @@ class GgufBatch(Batch):
         slot, reused = self._pick_slot(prompt)
         self._lib.llama_memory_seq_rm(self._mem, slot, reused, -1)
         stats = Stats(prompt_eval_count=len(prompt), prompt_cached_count=reused)
-        chain = self._sampler(request)
+        chain = sampler_chain(request, self._n_vocab, self._context)
         try:
-            grammar = self._grammar(request, chain)
+            grammar = json_grammar(self._lib, self._vocab, self._n_vocab, self._model.utf8_guard(), request, chain)
         except BaseException:
             if chain is not None:
                 chain.close()
             raise
-        sequence = _Sequence(slot, request, sink, cancel, prompt, self._text_stream(request, limit, stats),
-                             chain, cached=prompt[:reused], fed=reused,
+        stream = text_stream(self._model._llm, self._lib, self._vocab, request, limit, stats,
+                             lambda: self._logits(self._scoring))
+        sequence = _Sequence(slot, request, sink, cancel, prompt, stream, chain, cached=prompt[:reused], fed=reused,
                              utf8=0 if grammar is not None else None, grammar=grammar)
         self._running[slot] = sequence
         if sequence.stream.finished:  # num_predict 0
@@ -206,65 +207,6 @@ class GgufBatch(Batch):
         else:
             best = min(free, key=lambda s: (bool(self._cache[s]), self._used[s]))
         return best, shared[best]
-
-    def _text_stream(self, request: GenerateRequest, limit: int, stats: Stats) -> TextStream:
-        llm, is_eog, vocab = self._model._llm, self._lib.llama_vocab_is_eog, self._vocab
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        score = None
-        if request.logprobs is not None:
-            top, n_vocab = request.logprobs, self._n_vocab
-            lib, ctx = self._lib, self._ctx
-
-            def score(token: int) -> Any:
-                logits = np.ctypeslib.as_array(lib.llama_get_logits_ith(ctx, self._scoring), shape=(n_vocab,))
-                return score_token(logits, token, top, lambda t: llm.detokenize([t], special=True))
-
-        return TextStream(is_end=lambda t: not request.ignore_eos and is_eog(vocab, t),
-                          decode=lambda t: decoder.decode(llm.detokenize([t])),
-                          flush=lambda: decoder.decode(b"", final=True), stops=request.options.stop,
-                          limit=limit, stats=stats, score=score)
-
-    def _grammar(self, request: GenerateRequest, chain: Any) -> Any:
-        """The request's JSON-schema grammar, sampled lazily with ``chain`` (None when unconstrained)."""
-        if request.json_format is None:
-            return None
-        from slmctl.backends.lazy_grammar import LazyGrammar
-        from slmctl.structured.gbnf import grammar_for
-
-        grammar = self._lib.llama_sampler_init_grammar(self._vocab, grammar_for(request.json_format).encode(),
-                                                       b"root")
-        if not grammar:
-            raise OperationFailed("llama.cpp refused the grammar built from the JSON schema")
-        return LazyGrammar(self._lib, grammar, chain, self._n_vocab, self._model.utf8_guard())
-
-    def _sampler(self, request: GenerateRequest) -> Any:
-        """A sampler chain of the request's own: penalties, then greedy or top-k/typical/top-p/min-p/
-        temperature/dist with the request's seed (the order llama-cpp-python uses); a grammar is apart.
-        None for greedy decoding without a grammar or a penalty (llama.cpp's penalties are off at
-        ``repeat_penalty`` 1 with no frequency or presence penalty, or over no recent tokens): the step
-        then takes the highest logit itself, the token llama.cpp's greedy sampler picks (the first one)."""
-        from llama_cpp._internals import LlamaSampler
-
-        options = request.options
-        last_n = self._context if options.repeat_last_n < 0 else options.repeat_last_n
-        no_penalty = last_n == 0 or (options.repeat_penalty == 1 and options.frequency_penalty == 0
-                                     and options.presence_penalty == 0)
-        if options.temperature <= 0 and no_penalty and request.json_format is None:
-            return None
-        chain = LlamaSampler()
-        chain.add_penalties(self._n_vocab, last_n, options.repeat_penalty, options.frequency_penalty,
-                            options.presence_penalty)
-        seed = options.seed if options.seed >= 0 else random.randrange(2**31)
-        if options.temperature <= 0:
-            chain.add_greedy()
-        else:
-            chain.add_top_k(options.top_k)
-            chain.add_typical(options.typical_p, 1)
-            chain.add_top_p(options.top_p, 1)
-            chain.add_min_p(options.min_p, 1)
-            chain.add_temp(options.temperature)
-            chain.add_dist(seed)
-        return chain
 
     # -- decoding --------------------------------------------------------------------------------
     def step(self) -> None:
@@ -356,11 +298,14 @@ class GgufBatch(Batch):
         return {slot: len(self._running[slot].cached) if slot in self._running else len(self._cache[slot])
                 for slot in gaps}
 
+    def _logits(self, index: int) -> Any:
+        """The logits of this step's batch index ``index`` (a view of llama.cpp's buffer)."""
+        return np.ctypeslib.as_array(self._lib.llama_get_logits_ith(self._ctx, index), shape=(self._n_vocab,))
+
     def _sample(self, sequence: _Sequence) -> None:
         self._scoring = sequence.index
         if sequence.sampler is None:
-            logits = self._lib.llama_get_logits_ith(self._ctx, sequence.index)
-            token = int(np.argmax(np.ctypeslib.as_array(logits, shape=(self._n_vocab,))))
+            token = int(np.argmax(self._logits(sequence.index)))
         elif sequence.grammar is None:
             token = self._lib.llama_sampler_sample(sequence.sampler.sampler, self._ctx, sequence.index)
         else:  # the grammar alone lets invalid UTF-8 through: the guard masks what would break it
