@@ -23,6 +23,7 @@ from slmctl.backends.gguf import LlamaCppBackend, LlamaCppModel
 from slmctl.engine.runner import ThreadRunner
 from slmctl.options import LoadOptions, SamplingOptions
 from slmctl.testing.tiny_gguf import TinyGGUFSpec, write_tiny_gguf
+from waiting import wait_for
 
 PROMPTS = ["hello", "the small model " * 6, "chat token " * 25, "world and llama " * 20]
 
@@ -365,13 +366,6 @@ def unpack(sent: list[tuple]) -> list[tuple]:
     return [m for message in list(sent) for m in (message[1] if message[0] == "batch" else [message])]
 
 
-def wait_for(condition: Callable[[], bool], seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline
-        time.sleep(0.005)
-
-
 def test_a_runner_process_sends_what_a_step_produced_as_one_message(outboxed) -> None:
     """In a runner process, the chunks (and ends) that one batch step produced go to the server as one
     message, one write and one wake-up of its event loop per step instead of one per sequence; unpacked,
@@ -381,7 +375,7 @@ def test_a_runner_process_sends_what_a_step_produced_as_one_message(outboxed) ->
     assert not sent  # a request read in this process is not the outbox's
     for ident, text in enumerate(PROMPTS[:3]):
         batched.start(request(text), sink(ident), threading.Event())
-    wait_for(lambda: sum(m[0] == "done" for m in unpack(sent)) == 3)
+    wait_for(lambda: sum(m[0] == "done" for m in unpack(sent)) == 3, "the three answers", interval=0.005)
     unpacked = unpack(sent)
     for ident, text in enumerate(texts):
         mine = [m for m in unpacked if m[1] == ident]
@@ -398,8 +392,8 @@ def test_a_refusal_at_admission_is_not_held_back_until_the_next_step_ends(outbox
     endless = GenerateRequest(SamplingOptions(temperature=0, num_predict=900), ignore_eos=True,
                               messages=(ChatMessage("user", "hello"),))
     batched.start(endless, sink(1), threading.Event())
-    wait_for(lambda: len(sent) >= 3)
+    wait_for(lambda: len(sent) >= 3, "the endless answer's first steps", interval=0.005)
     batched.start(request("word " * 3000), sink(2), threading.Event())
-    wait_for(lambda: any(m[0] == "error" for m in unpack(sent)))
+    wait_for(lambda: any(m[0] == "error" for m in unpack(sent)), "the refusal", interval=0.005)
     refusal = next(message for message in list(sent) if any(m[0] == "error" for m in unpack([message])))
     assert refusal[0] == "error" and refusal[1] == 2

@@ -16,6 +16,7 @@ from filelock import FileLock
 
 from cli_runner import slmctl_command
 from pull_support import stored
+from waiting import wait_for
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="sends SIGINT and fills a pipe")
 
@@ -24,13 +25,6 @@ def _env(home: Path) -> dict[str, str]:
     env = {**os.environ, "SLMCTL_HOME": str(home), "NO_COLOR": "1"}
     env.pop("SLMCTL_DEBUG", None)
     return env
-
-
-def _wait_for(condition, what: str, timeout: float = 30) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def _full_pipe() -> tuple[int, int]:
@@ -57,7 +51,7 @@ def test_ctrl_c_after_the_model_is_stored_exits_0(tmp_path: Path, tiny_gguf: Pat
     drained: list[bytes] = []
     try:
         manifest = home / "models" / "manifests" / "tiny" / "latest.json"
-        _wait_for(manifest.is_file, "the manifest")
+        wait_for(manifest.is_file, "the manifest")
         time.sleep(0.3)  # the process is now blocked writing "imported tiny:latest ..." to the full pipe
         proc.send_signal(signal.SIGINT)
     finally:
@@ -85,7 +79,7 @@ def test_ctrl_c_before_the_commit_point_exits_130_with_nothing_stored(tmp_path: 
         def staged() -> bool:
             return tmp.is_dir() and any(p.stat().st_size == size for p in tmp.glob("stage-*"))
 
-        _wait_for(staged, "the staged copy")
+        wait_for(staged, "the staged copy")
         time.sleep(0.3)  # copied, hashed, now waiting for the lock
         proc.send_signal(signal.SIGINT)
         time.sleep(0.2)

@@ -9,8 +9,7 @@ import json
 import os
 import signal
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,6 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from serve_fixtures import Served
+from waiting import wait_for
 from slmctl.server.config import ServeConfig
 from slmctl.server.metrics import Metrics, record_auth_failure
 
@@ -47,13 +47,6 @@ def scrape(server: Served, path: str = "/metrics") -> dict[tuple[str, frozenset[
 
 def value(samples: dict, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
-
-
-def wait_for(check: Callable[[], bool], what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def generate(server: Served, model: str = "phi4:mini", n: int = 4) -> httpx.Response:
@@ -117,12 +110,12 @@ def test_queue_gauges_count_waiting_and_running_requests(served: Served) -> None
 
         thread = threading.Thread(target=queued)
         thread.start()
-        wait_for(lambda: value(scrape(served), "slmctl_requests_waiting", model=LONG_NAME) == 1, "a waiting request")
+        wait_for(lambda: value(scrape(served), "slmctl_requests_waiting", model=LONG_NAME) == 1, "a waiting request", interval=0.1)
         assert value(scrape(served), "slmctl_requests_running", model=LONG_NAME) == 1
         first.close()  # the client leaves: its generation stops, the waiting one runs
         thread.join(timeout=120)
     assert second["status"] == 200
-    wait_for(lambda: value(scrape(served), "slmctl_requests_running", model=LONG_NAME) == 0, "an idle model")
+    wait_for(lambda: value(scrape(served), "slmctl_requests_running", model=LONG_NAME) == 0, "an idle model", interval=0.1)
     assert value(scrape(served), "slmctl_requests_waiting", model=LONG_NAME) == 0
 
 
@@ -131,7 +124,7 @@ def test_a_restarted_runner_is_counted(served: Served) -> None:
     before = value(scrape(served), "slmctl_runner_restarts_total", model=MINI)
     for pid in served.runner_pids():
         os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: not httpx.get(f"{served.url}/api/ps").json()["models"], "the crashed runners to be dropped")
+    wait_for(lambda: not httpx.get(f"{served.url}/api/ps").json()["models"], "the crashed runners to be dropped", interval=0.1)
     assert generate(served).status_code == 200
     assert value(scrape(served), "slmctl_runner_restarts_total", model=MINI) == before + 1
 

@@ -169,7 +169,7 @@ class ProcessRunner(Runner):
 
     def _dispatch(self, message: tuple[Any, ...]) -> None:
         kind, ident = message[0], message[1]
-        if kind == "batch":
+        if kind == "batch":  # what one step of a batch produced: ident is the list of its messages
             for each in ident:
                 self._dispatch(each)
         elif kind == "chunk":
