@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import statistics
@@ -137,6 +138,20 @@ def print_summary(summary: dict) -> None:
     print(f"decode tok/s slmctl/raw: {ratio:.3f} (median of per-round ratios {summary['decode_ratio_paired']:.3f}; "
           f"goal >= {DECODE_GOAL}: {'ok' if ratio >= DECODE_GOAL else 'MISSED'})")
     print(f"load time    slmctl/raw: {summary['load_ratio']:.3f}", flush=True)
+
+
+def median_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float] | None:
+    """A distribution-free confidence interval for the median of ``values`` (order statistics): the widest
+    k-th smallest to k-th largest whose chance of holding the true median, k ~ Binomial(n, 1/2), is still
+    at least ``confidence``. None when there are too few values for it (fewer than 6 at 95 %)."""
+    ordered, n = sorted(values), len(values)
+    best = None
+    for k in range(1, n // 2 + 1):  # [ordered[k-1], ordered[n-k]] misses the median with chance 2 P(B < k)
+        if 1 - 2 * sum(math.comb(n, i) for i in range(k)) / 2 ** n >= confidence:
+            best = (ordered[k - 1], ordered[n - k])
+        else:
+            break
+    return best
 
 
 def write_output(path: Path | None, result: dict) -> None:

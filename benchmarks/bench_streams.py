@@ -12,10 +12,12 @@ from the first request to the last end), TTFT p50 and p95, per-stream decode tok
 streams (an error, or fewer tokens than asked); then the ratios slmctl / llama-server with the goals of
 the batching issue: aggregate >= 1.0x at 4 and 8 streams, TTFT p50 <= 1.2x, no broken stream, one
 stream >= 0.95x; and the CPU time each side spent per generated token. The sides alternate order from
-one N and one round to the next; with ``--rounds R`` the ratios are the medians of R paired rounds.
+one N and one round to the next; with ``--rounds R`` the ratios are the medians of R paired rounds,
+each with a 95 % confidence interval from 6 rounds on (order statistics: no assumption about the noise).
 This benchmark's machine is noisy (one side alone varies by 10-20 % from one minute to the next), so
 a single round decides little; both servers staying up lets the two halves of a round run seconds
-apart, and many rounds cost no restarts.
+apart, and many rounds cost no restarts. ``--control`` runs a second llama-server in slmctl's place: the
+ratios a run finds where there is no difference at all, so what a real run finds can be told from noise.
 
 Where llama.cpp's AMX kernels crash (SIGILL: VMs that advertise AMX), slmctl loads models without extra
 CPU buffers by itself (``slmctl.backends.cpu_buffers``); llama-server then gets ``--no-repack``, the
@@ -24,6 +26,7 @@ same setting, so both run the same kernels.
     .venv/bin/python benchmarks/bench_streams.py                          # 1, 4, 8 streams
     .venv/bin/python benchmarks/bench_streams.py --clients 4,8 --rounds 3   # medians of paired rounds
     .venv/bin/python benchmarks/bench_streams.py --clients 4 --requests 3 --output streams.json
+    .venv/bin/python benchmarks/bench_streams.py --control --rounds 16      # llama-server against itself
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import base_parser, import_model, remove_home_on_sigterm, slmctl, write_output  # noqa: E402
+from _common import (base_parser, import_model, median_interval, remove_home_on_sigterm, slmctl,  # noqa: E402
+                     write_output)
 from _llama_server import DEFAULT_SERVER_DIR, build_llama_server  # noqa: E402
 from _serve_client import free_port, make_prompts, parse_ollama, parse_sse, server_process, stream  # noqa: E402
 from bench_core import build_model  # noqa: E402
@@ -127,13 +131,16 @@ def main() -> None:
     p.add_argument("--llama-server", type=Path, help="an existing llama-server binary (else built once)")
     p.add_argument("--gpu", action="store_true", help="every layer on the GPU on both sides (builds with CUDA; "
                    "slmctl offloads every layer by default, llama-server gets -ngl 999); else both on the CPU")
+    p.add_argument("--control", action="store_true", help="a second llama-server in slmctl's place: the ratios "
+                   "of two identical servers, this machine's noise")
     args = p.parse_args()
     remove_home_on_sigterm()
     counts = [int(n) for n in args.clients.split(",")]
     model = build_model(args.cache_dir, "Q4_K_M")
     binary = args.llama_server or build_llama_server(DEFAULT_SERVER_DIR)
     options = {"num_predict": args.tokens, "temperature": 0, "seed": 1}
-    results: dict[str, dict[int, list[dict]]] = {"slmctl": {}, "llama-server": {}}
+    ours_name = "control" if args.control else "slmctl"  # the side compared with llama-server
+    results: dict[str, dict[int, list[dict]]] = {ours_name: {}, "llama-server": {}}
     with tempfile.TemporaryDirectory(prefix="slmctl-bench-streams-") as tmp_name:
         tmp = Path(tmp_name)
         env, shown = import_model(tmp, model, "bench-raw")
@@ -170,7 +177,7 @@ def main() -> None:
                                                                parse_ollama)
 
         for index, n in enumerate(counts):
-            sides = {"slmctl": ours(n), "llama-server": llama(n)}
+            sides = {ours_name: llama(n) if args.control else ours(n), "llama-server": llama(n)}
             with ExitStack() as stack:
                 procs = {side: stack.enter_context(server_process(cmd, env, health, tmp / f"{side}-{n}.log"))
                          for side, (cmd, health, _) in sides.items()}
@@ -190,20 +197,22 @@ def main() -> None:
                               f"{got['stream_tok_s'] or 0:5.1f} tok/s, broken {got['broken']}, wall "
                               f"{got['wall_s']:.1f} s, CPU {got['server_cpu_s']:.1f} + {got['runner_cpu_s']:.1f} s",
                               flush=True)
-    summary = {n: ratios(results["slmctl"][n], results["llama-server"][n]) for n in counts}
-    print(f"\nslmctl serve / llama-server (median of {args.rounds} paired rounds"
-          + (", each round's in brackets" if args.rounds > 1 else "") + "):")
+    summary = {n: ratios(results[ours_name][n], results["llama-server"][n]) for n in counts}
+    print(f"\n{'llama-server (control)' if args.control else 'slmctl serve'} / llama-server (median of {args.rounds} "
+          "paired rounds" + (", each round's in brackets" if args.rounds > 1 else "")
+          + (", 95 % confidence interval of the median" if args.rounds >= 6 else "") + "):")
     for n in counts:
         got = summary[n]
         goal = GOALS["single"] if n == 1 else GOALS["aggregate"]
         agg, ttft = got["aggregate"], got["ttft_p50"]
-        verdicts = [f"aggregate {agg:.3f}{rounds_of(got, 'aggregate')} (goal >= {goal}: "
+        verdicts = [f"aggregate {agg:.3f}{interval(got, 'aggregate')}{rounds_of(got, 'aggregate')} (goal >= {goal}: "
                     f"{'ok' if agg >= goal else 'MISSED'})",
-                    f"TTFT p50 {ttft:.3f}{rounds_of(got, 'ttft_p50')} (goal <= {GOALS['ttft']}: "
-                    f"{'ok' if ttft <= GOALS['ttft'] else 'MISSED'})",
-                    f"CPU per token {got['cpu_per_token']:.3f}", f"broken {got['broken'][0]} / {got['broken'][1]}"]
+                    f"TTFT p50 {ttft:.3f}{interval(got, 'ttft_p50')}{rounds_of(got, 'ttft_p50')} (goal <= "
+                    f"{GOALS['ttft']}: {'ok' if ttft <= GOALS['ttft'] else 'MISSED'})",
+                    f"CPU per token {got['cpu_per_token']:.3f}{interval(got, 'cpu_per_token')}",
+                    f"broken {got['broken'][0]} / {got['broken'][1]}"]
         print(f"  {n} streams: " + ", ".join(verdicts))
-    write_output(args.output, {"clients": counts, "rounds": args.rounds, "results": results,
+    write_output(args.output, {"clients": counts, "rounds": args.rounds, "control": args.control, "results": results,
                                "ratios": {str(n): summary[n] for n in counts}})
 
 
@@ -220,7 +229,13 @@ def ratios(ours: list[dict], theirs: list[dict]) -> dict:
               "ttft_p50": per_round(lambda g: g["ttft_p50_ms"] or 1.0),
               "cpu_per_token": per_round(cpu_per_token)}
     return {**{key: statistics.median(values) for key, values in rounds.items()}, "rounds": rounds,
+            "intervals": {key: median_interval(values) for key, values in rounds.items()},
             "broken": [sum(g["broken"] for g in ours), sum(g["broken"] for g in theirs)]}
+
+
+def interval(got: dict, key: str) -> str:
+    bounds = got["intervals"][key]
+    return f" (95 % CI {bounds[0]:.3f}-{bounds[1]:.3f})" if bounds else ""
 
 
 def rounds_of(got: dict, key: str) -> str:
