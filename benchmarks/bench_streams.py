@@ -16,7 +16,9 @@ one N and one round to the next; with ``--rounds R`` the ratios are the medians 
 each with a 95 % confidence interval from 6 rounds on (order statistics: no assumption about the noise).
 This benchmark's machine is noisy (one side alone varies by 10-20 % from one minute to the next), so
 a single round decides little; both servers staying up lets the two halves of a round run seconds
-apart, and many rounds cost no restarts. ``--control`` runs a second llama-server in slmctl's place: the
+apart, and many rounds cost no restarts. Both restart once, halfway through the rounds, in the other
+order: whichever starts first runs half the rounds ahead (two identical llama-servers started in a fixed
+order differed by ~2 % in 16 rounds). ``--control`` runs a second llama-server in slmctl's place: the
 ratios a run finds where there is no difference at all, so what a real run finds can be told from noise.
 
 Where llama.cpp's AMX kernels crash (SIGILL: VMs that advertise AMX), slmctl loads models without extra
@@ -177,26 +179,32 @@ def main() -> None:
                                                                parse_ollama)
 
         for index, n in enumerate(counts):
-            sides = {ours_name: llama(n) if args.control else ours(n), "llama-server": llama(n)}
-            with ExitStack() as stack:
-                procs = {side: stack.enter_context(server_process(cmd, env, health, tmp / f"{side}-{n}.log"))
-                         for side, (cmd, health, _) in sides.items()}
-                warm_up = make_prompts(args.prompt_tokens, 1, seed=n)[0]
-                for side, (_, _, send) in sides.items():
-                    send(warm_up)  # the model is loaded, the graphs are built
-                for round_ in range(args.rounds):
-                    # fresh prompts each round (no side finds them cached), the same for both sides
-                    prompts = make_prompts(args.prompt_tokens, n * args.requests, seed=1000 * (round_ + 1) + n)
-                    per_client = [prompts[i::n] for i in range(n)]
-                    order = list(sides) if (index + round_) % 2 == 0 else list(sides)[::-1]
-                    for side in order:
-                        got = figures(load(sides[side][2], per_client, procs[side].pid), args.tokens)
-                        results[side].setdefault(n, []).append(got)
-                        print(f"{n} streams, {side:12}: aggregate {got['aggregate_tok_s']:6.1f} tok/s, TTFT p50 "
-                              f"{got['ttft_p50_ms'] or 0:7.0f} ms p95 {got['ttft_p95_ms'] or 0:7.0f} ms, per stream "
-                              f"{got['stream_tok_s'] or 0:5.1f} tok/s, broken {got['broken']}, wall "
-                              f"{got['wall_s']:.1f} s, CPU {got['server_cpu_s']:.1f} + {got['runner_cpu_s']:.1f} s",
-                              flush=True)
+            half = (args.rounds + 1) // 2
+            for part, rounds in enumerate((range(half), range(half, args.rounds))):
+                if not rounds:
+                    continue
+                sides = {ours_name: llama(n) if args.control else ours(n), "llama-server": llama(n)}
+                first = list(sides) if (index + part) % 2 == 0 else list(sides)[::-1]  # which starts first
+                with ExitStack() as stack:
+                    procs = {side: stack.enter_context(server_process(sides[side][0], env, sides[side][1],
+                                                                      tmp / f"{side}-{n}.log")) for side in first}
+                    warm_up = make_prompts(args.prompt_tokens, 1, seed=n)[0]
+                    for side in first:
+                        sides[side][2](warm_up)  # the model is loaded, the graphs are built
+                    for round_ in rounds:
+                        # fresh prompts each round (no side finds them cached), the same for both sides
+                        prompts = make_prompts(args.prompt_tokens, n * args.requests, seed=1000 * (round_ + 1) + n)
+                        per_client = [prompts[i::n] for i in range(n)]
+                        order = list(sides) if (index + round_) % 2 == 0 else list(sides)[::-1]
+                        for side in order:
+                            got = figures(load(sides[side][2], per_client, procs[side].pid), args.tokens)
+                            got["started_first"] = side == first[0]
+                            results[side].setdefault(n, []).append(got)
+                            print(f"{n} streams, {side:12}: aggregate {got['aggregate_tok_s']:6.1f} tok/s, TTFT "
+                                  f"p50 {got['ttft_p50_ms'] or 0:7.0f} ms p95 {got['ttft_p95_ms'] or 0:7.0f} ms, per "
+                                  f"stream {got['stream_tok_s'] or 0:5.1f} tok/s, broken {got['broken']}, wall "
+                                  f"{got['wall_s']:.1f} s, CPU {got['server_cpu_s']:.1f} + {got['runner_cpu_s']:.1f} s"
+                                  + (", started first" if got["started_first"] else ""), flush=True)
     summary = {n: ratios(results[ours_name][n], results["llama-server"][n]) for n in counts}
     print(f"\n{'llama-server (control)' if args.control else 'slmctl serve'} / llama-server (median of {args.rounds} "
           "paired rounds" + (", each round's in brackets" if args.rounds > 1 else "")
