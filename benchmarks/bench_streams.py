@@ -17,9 +17,9 @@ each with a 95 % confidence interval from 6 rounds on (order statistics: no assu
 This benchmark's machine is noisy (one side alone varies by 10-20 % from one minute to the next), so
 a single round decides little; both servers staying up lets the two halves of a round run seconds
 apart, and many rounds cost no restarts. Both restart once, halfway through the rounds, in the other
-order: whichever starts first runs half the rounds ahead (two identical llama-servers started in a fixed
-order differed by ~2 % in 16 rounds). ``--control`` runs a second llama-server in slmctl's place: the
-ratios a run finds where there is no difference at all, so what a real run finds can be told from noise.
+order, so neither side is the one started first in every round. ``--control`` runs a second llama-server
+in slmctl's place: the ratios a run finds where there is no difference at all (on the benchmark's 2-core
+VM, 16 rounds of it put the median anywhere between 0.95 and 1.03), so a real run's can be told from noise.
 
 Where llama.cpp's AMX kernels crash (SIGILL: VMs that advertise AMX), slmctl loads models without extra
 CPU buffers by itself (``slmctl.backends.cpu_buffers``); llama-server then gets ``--no-repack``, the
