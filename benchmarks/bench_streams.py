@@ -214,9 +214,9 @@ def main() -> None:
         goal = GOALS["single"] if n == 1 else GOALS["aggregate"]
         agg, ttft = got["aggregate"], got["ttft_p50"]
         verdicts = [f"aggregate {agg:.3f}{interval(got, 'aggregate')}{rounds_of(got, 'aggregate')} (goal >= {goal}: "
-                    f"{'ok' if agg >= goal else 'MISSED'})",
+                    f"{verdict(got, 'aggregate', goal, higher=True)})",
                     f"TTFT p50 {ttft:.3f}{interval(got, 'ttft_p50')}{rounds_of(got, 'ttft_p50')} (goal <= "
-                    f"{GOALS['ttft']}: {'ok' if ttft <= GOALS['ttft'] else 'MISSED'})",
+                    f"{GOALS['ttft']}: {verdict(got, 'ttft_p50', GOALS['ttft'], higher=False)})",
                     f"CPU per token {got['cpu_per_token']:.3f}{interval(got, 'cpu_per_token')}",
                     f"broken {got['broken'][0]} / {got['broken'][1]}"]
         print(f"  {n} streams: " + ", ".join(verdicts))
@@ -239,6 +239,15 @@ def ratios(ours: list[dict], theirs: list[dict]) -> dict:
     return {**{key: statistics.median(values) for key, values in rounds.items()}, "rounds": rounds,
             "intervals": {key: median_interval(values) for key, values in rounds.items()},
             "broken": [sum(g["broken"] for g in ours), sum(g["broken"] for g in theirs)]}
+
+
+def verdict(got: dict, key: str, goal: float, higher: bool) -> str:
+    """'ok' or 'MISSED' by the median; a miss whose confidence interval still holds the goal says so (the
+    rounds cannot tell it from a hit)."""
+    if (got[key] >= goal) if higher else (got[key] <= goal):
+        return "ok"
+    bounds = got["intervals"][key]
+    return "MISSED, within the interval" if bounds and bounds[0] <= goal <= bounds[1] else "MISSED"
 
 
 def interval(got: dict, key: str) -> str:
