@@ -13,7 +13,7 @@ import pytest
 from slmctl.backends.base import GenerateRequest, Generation, LoadedInfo, Stats
 from slmctl.engine import Engine, LoadPlan, Scheduler, SchedulerSettings
 from slmctl.engine.process_runner import ProcessRunner, decode_error, encode_error
-from slmctl.engine.runner import Channel, Runner, ThreadRunner
+from slmctl.engine.runner import Channel, Job, Runner, ThreadRunner
 from slmctl.errors import ContextOverflow, OperationFailed, RunnerCrashed, ServerBusy
 from slmctl.options import LoadOptions, SamplingOptions
 from slmctl.services.importer import import_path
@@ -187,6 +187,54 @@ def test_process_runner_generates_and_reports_a_failed_load(engine: Engine, tmp_
         ProcessRunner(LoadPlan(model="broken", digest="sha256:x", format="gguf", path=broken,
                                options=LoadOptions(), device="cpu"))
     assert "refused broken.gguf" in failed.value.message and not isinstance(failed.value, RunnerCrashed)
+
+
+def test_jobs_started_together_are_admitted_in_the_same_pass() -> None:
+    """``start_together`` is one arrival: the batching worker admits every job of it before its next step
+    (``slmctl bench --concurrency N`` relies on it), and each job's sink hears its own end."""
+    from types import SimpleNamespace
+
+    class Recording:
+        """A batch of 4 slots whose step ends every sequence admitted so far."""
+
+        def __init__(self) -> None:
+            self.events: list[str] = []
+            self.running: list[Any] = []
+
+        @property
+        def active(self) -> int:
+            return len(self.running)
+
+        def free_slots(self) -> int:
+            return 4 - len(self.running)
+
+        def add(self, request: GenerateRequest, sink: Any, cancel: threading.Event) -> None:
+            self.events.append("add")
+            self.running.append(sink)
+
+        def step(self) -> None:
+            self.events.append("step")
+            for sink in self.running:
+                sink.done(Stats(eval_count=len(self.running)))
+            self.running.clear()
+
+        def close(self) -> None: ...
+
+    recording = Recording()
+    info = LoadedInfo("gguf", "cpu", 64, 0, None)
+    runner = ThreadRunner(SimpleNamespace(info=info, embed=None, batch=lambda slots: recording), name="fake", slots=4)
+    try:
+        for round_ in range(20):  # the worker idles between rounds: each round wakes it afresh
+            channels = [Channel() for _ in range(3)]
+            runner.start_together([Job(GenerateRequest(SamplingOptions(), prompt=f"{round_}.{i}"), channel,
+                                       threading.Event()) for i, channel in enumerate(channels)])
+            ends = [Stats() for _ in channels]
+            for channel, stats in zip(channels, ends):
+                assert list(channel.relay(stats, threading.Event())) == []
+            assert [end.eval_count for end in ends] == [3, 3, 3]  # all three ended in the same step
+        assert recording.events == ["add", "add", "add", "step"] * 20
+    finally:
+        runner.close(free_model=False)
 
 
 def test_the_worker_makes_the_batch_it_decodes_and_a_failure_reaches_the_caller() -> None:

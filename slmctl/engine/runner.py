@@ -188,7 +188,8 @@ class ThreadRunner(Runner):
         self.batch: Batch | None = None
         #: Concurrent embed calls share backend calls.
         self.embedder = EmbedCoalescer(model.embed)
-        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
+        #: Jobs to run, one at a time or a list arriving together; None stops the worker.
+        self._jobs: queue.SimpleQueue[Job | list[Job] | None] = queue.SimpleQueue()
         self._closed = False
         made: queue.SimpleQueue[BaseException | None] = queue.SimpleQueue()
         self._worker = threading.Thread(target=self._work, args=(slots, made.put), name=f"runner:{name}",
@@ -205,10 +206,17 @@ class ThreadRunner(Runner):
 
     def start(self, request: GenerateRequest, sink: Sink, cancel: threading.Event) -> None:
         """Queue one job whose results go to ``sink``."""
+        self.start_together([Job(request, sink, cancel)])
+
+    def start_together(self, jobs: list[Job]) -> None:
+        """Queue ``jobs`` as one arrival: a batching worker admits them all in the same pass, as it would
+        requests that came at one moment (queued one by one, the worker may wake in between and start the
+        first alone)."""
         if self._closed:
             raise RunnerCrashed("this model was unloaded", "try again: the next request loads it")
-        self.hold()
-        self._jobs.put(Job(request, sink, cancel))
+        for _ in jobs:
+            self.hold()
+        self._jobs.put(jobs[0] if len(jobs) == 1 else list(jobs))
 
     def stream(self, request: GenerateRequest, sink: Sink) -> Callable[[], None]:
         cancel = threading.Event()
@@ -242,11 +250,12 @@ class ThreadRunner(Runner):
         if self.batch is not None:
             self._work_batched(self.batch)
             return
-        while (job := self._jobs.get()) is not None:
-            try:
-                run_job(self.model, Job(job.request, _Releasing(job.sink, self.release), job.cancel))
-            except Exception:  # noqa: BLE001 - a sink that cannot take the end has nobody left to tell
-                pass
+        while (arrived := self._jobs.get()) is not None:
+            for job in arrived if isinstance(arrived, list) else [arrived]:
+                try:
+                    run_job(self.model, Job(job.request, _Releasing(job.sink, self.release), job.cancel))
+                except Exception:  # noqa: BLE001 - a sink that cannot take the end has nobody left to tell
+                    pass
 
     def _work_batched(self, batch: Batch) -> None:
         """Admit queued jobs while slots are free, step the batch, repeat; block only when idle."""
@@ -254,13 +263,14 @@ class ThreadRunner(Runner):
         stopping = False
         while not stopping:
             try:
-                job = self._jobs.get(block=not batch.active and not waiting)
+                arrived = self._jobs.get(block=not batch.active and not waiting)
                 while True:
-                    if job is None:
+                    if arrived is None:
                         stopping = True
                         break
-                    waiting.append(Job(job.request, _Releasing(job.sink, self.release), job.cancel))
-                    job = self._jobs.get_nowait()
+                    waiting.extend(Job(job.request, _Releasing(job.sink, self.release), job.cancel)
+                                   for job in (arrived if isinstance(arrived, list) else [arrived]))
+                    arrived = self._jobs.get_nowait()
             except queue.Empty:
                 pass
             for job in [j for j in waiting if j.cancel.is_set()]:

@@ -101,20 +101,25 @@ def peak_overlap(intervals: list[tuple[int, int]]) -> int:
 
 
 def run_clients(runner: ThreadRunner, requests: list) -> list[Client]:
-    """Submit ``requests`` (``GenerateRequest`` objects) to ``runner`` back to back, each stamped with its
-    own submission time, and wait until every one has ended. Returns the clients in request order.
+    """Submit ``requests`` (``GenerateRequest`` objects) to ``runner`` together, stamped with that moment,
+    and wait until every one has ended. Returns the clients in request order.
 
-    One thread submits them all: the submissions take microseconds, so the runner's worker finds all
-    of them queued when it wakes, as N clients arriving at once would have them; a thread per client
-    would stagger the arrivals by the interpreter's thread switching (milliseconds) instead.
+    They reach the runner as one arrival (:meth:`ThreadRunner.start_together`), so its worker admits all
+    of them in the same pass, as N clients arriving at once; submitted one by one, the worker could wake
+    between two submissions on a busy machine and finish a tiny model's first answer before the last
+    request came (a thread per client would stagger the arrivals by milliseconds too).
     """
+    from slmctl.engine.runner import Job
+
     countdown = Countdown(len(requests))
     clients = [Client(index, countdown) for index in range(len(requests))]
-    for client, request in zip(clients, requests):
-        client.submitted = time.perf_counter_ns()
-        try:
-            runner.stream(request, client)
-        except BaseException as error:  # noqa: BLE001 - reported by the caller, with the others
+    submitted = time.perf_counter_ns()
+    for client in clients:
+        client.submitted = submitted
+    try:
+        runner.start_together([Job(request, client, threading.Event()) for client, request in zip(clients, requests)])
+    except BaseException as error:  # noqa: BLE001 - reported by the caller, with the others
+        for client in clients:
             client.fail(error)
     countdown.all_ended.wait()  # a hung runtime is stopped by --isolate's timeout, as for one request
     return clients
