@@ -257,9 +257,14 @@ def test_request_timeout_ends_streams_with_an_error_and_answers_504(private_home
         assert json.loads(events[-1])["error"]["code"] == "timeout" and "[DONE]" not in events
         on_v1 = httpx.post(f"{url}/v1/chat/completions", json=chat, timeout=120)
         assert on_v1.status_code == 504 and on_v1.json()["error"]["code"] == "timeout"
-        short = httpx.post(f"{url}/api/generate", json={**body, "stream": False, "options": {"num_predict": 3}},
-                           timeout=120)
-        assert short.status_code == 200 and short.json()["eval_count"] == 3  # each cut generation freed the model
+        # Each cut generation freed the model: a short answer comes back. Under the other test workers' load
+        # its prompt alone can take over the 1 s limit; a model still held by a cut generation never answers.
+        for _ in range(3):
+            short = httpx.post(f"{url}/api/generate", json={**body, "stream": False, "options": {"num_predict": 3}},
+                               timeout=120)
+            if short.status_code != 504:
+                break
+        assert short.status_code == 200 and short.json()["eval_count"] == 3, short.text
     finally:
         server.stop()
 
