@@ -214,6 +214,8 @@ class ThreadRunner(Runner):
         first alone)."""
         if self._closed:
             raise RunnerCrashed("this model was unloaded", "try again: the next request loads it")
+        if not jobs:
+            return
         for _ in jobs:
             self.hold()
         self._jobs.put(jobs[0] if len(jobs) == 1 else list(jobs))
