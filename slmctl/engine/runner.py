@@ -188,8 +188,8 @@ class ThreadRunner(Runner):
         self.batch: Batch | None = None
         #: Concurrent embed calls share backend calls.
         self.embedder = EmbedCoalescer(model.embed)
-        #: Jobs to run, one at a time or a list arriving together; None stops the worker.
-        self._jobs: queue.SimpleQueue[Job | list[Job] | None] = queue.SimpleQueue()
+        #: Jobs to run, each arrival a list (one job, or several that came together); None stops the worker.
+        self._jobs: queue.SimpleQueue[list[Job] | None] = queue.SimpleQueue()
         self._closed = False
         made: queue.SimpleQueue[BaseException | None] = queue.SimpleQueue()
         self._worker = threading.Thread(target=self._work, args=(slots, made.put), name=f"runner:{name}",
@@ -218,7 +218,7 @@ class ThreadRunner(Runner):
             return
         for _ in jobs:
             self.hold()
-        self._jobs.put(jobs[0] if len(jobs) == 1 else list(jobs))
+        self._jobs.put(list(jobs))
 
     def stream(self, request: GenerateRequest, sink: Sink) -> Callable[[], None]:
         cancel = threading.Event()
@@ -253,7 +253,7 @@ class ThreadRunner(Runner):
             self._work_batched(self.batch)
             return
         while (arrived := self._jobs.get()) is not None:
-            for job in arrived if isinstance(arrived, list) else [arrived]:
+            for job in arrived:
                 try:
                     run_job(self.model, Job(job.request, _Releasing(job.sink, self.release), job.cancel))
                 except Exception:  # noqa: BLE001 - a sink that cannot take the end has nobody left to tell
@@ -270,8 +270,7 @@ class ThreadRunner(Runner):
                     if arrived is None:
                         stopping = True
                         break
-                    waiting.extend(Job(job.request, _Releasing(job.sink, self.release), job.cancel)
-                                   for job in (arrived if isinstance(arrived, list) else [arrived]))
+                    waiting.extend(Job(job.request, _Releasing(job.sink, self.release), job.cancel) for job in arrived)
                     arrived = self._jobs.get_nowait()
             except queue.Empty:
                 pass
